@@ -1,0 +1,222 @@
+"""Decoding OpenLDAP accesslog records (slapo-accesslog) into directory change events.
+
+Pure functions: the reader in :mod:`connectors.ldap_accesslog` feeds them the raw
+attributes of ``auditWriteObject`` entries.  A record's ``reqStart`` is its position: unique
+(it names the entry) and ordered as a string (``YYYYmmddHHMMSS.nnnnnnZ``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Mapping, Sequence
+
+from ldap3.utils.dn import parse_dn
+
+from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
+from streams.metaverse import classify
+
+# Maintained by the server; never part of what a person changed.
+OPERATIONAL_ATTRIBUTES = frozenset(
+    name.lower()
+    for name in (
+        "entryUUID",
+        "entryCSN",
+        "entryDN",
+        "structuralObjectClass",
+        "creatorsName",
+        "createTimestamp",
+        "modifiersName",
+        "modifyTimestamp",
+        "contextCSN",
+        "hasSubordinates",
+        "subschemaSubentry",
+        "memberOf",
+    )
+)
+
+_MOD_OPS = {"+": ModOp.ADD, "-": ModOp.DELETE, "=": ModOp.REPLACE}
+_GENERALIZED_TIME = "%Y%m%d%H%M%S"
+
+RawAttributes = Mapping[str, Sequence[bytes]]
+
+
+class RecordError(ValueError):
+    """An accesslog record that cannot become an event."""
+
+
+def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
+    """The change an accesslog record describes, or None for operations idsync ignores."""
+    attrs = {name.lower(): [_text(name, v) for v in values] for name, values in raw.items()}
+    position = _single(attrs, "reqstart")
+    req_type = _single(attrs, "reqtype")
+    dn = _single(attrs, "reqdn")
+    object_id = _first(attrs, "reqentryuuid")
+    common = {"forest": forest, "position": position, "changed_at": iso_time(position)}
+    if req_type == "add":
+        values = _added_values(attrs.get("reqmod", ()))
+        object_id = object_id or _first(values, "entryuuid")
+        if not object_id:
+            raise RecordError(f"add of {dn!r} carries no entryUUID")
+        user_values = {k: v for k, v in values.items() if k.lower() not in OPERATIONAL_ATTRIBUTES}
+        return DirectoryChange(
+            op=ChangeOp.ADD,
+            object_id=object_id,
+            dn=dn,
+            kind=classify(_values_of(user_values, "objectclass")),
+            attributes={k: tuple(v) for k, v in user_values.items()},
+            **common,
+        )
+    if not object_id:
+        raise RecordError(f"{req_type} of {dn!r} carries no reqEntryUUID")
+    if req_type == "modify":
+        return DirectoryChange(
+            op=ChangeOp.MODIFY,
+            object_id=object_id,
+            dn=dn,
+            modifications=parse_modifications(attrs.get("reqmod", ())),
+            **common,
+        )
+    if req_type == "delete":
+        return DirectoryChange(op=ChangeOp.DELETE, object_id=object_id, dn=dn, **common)
+    if req_type == "modrdn":
+        return _move(dn, attrs, object_id, common)
+    return None
+
+
+def parse_modifications(req_mods: Sequence[str]) -> tuple[Modification, ...]:
+    """Group ``attr:<op> value`` lines into modifications, dropping operational attributes."""
+    grouped: list[Modification] = []
+    for line in req_mods:
+        name, op, value = _split_req_mod(line)
+        if name.lower() in OPERATIONAL_ATTRIBUTES or op is None:
+            continue
+        values = (value,) if value is not None else ()
+        last = grouped[-1] if grouped else None
+        if last is not None and last.attribute == name and last.op is op:
+            grouped[-1] = Modification(attribute=name, op=op, values=last.values + values)
+        else:
+            grouped.append(Modification(attribute=name, op=op, values=values))
+    return tuple(grouped)
+
+
+def position_minus(position: str, seconds: float) -> str:
+    """The earliest position of the second `seconds` before `position`'s second."""
+    moment = datetime.strptime(position[:14], _GENERALIZED_TIME) - timedelta(seconds=seconds)
+    return f"{moment:{_GENERALIZED_TIME}}.000000Z"
+
+
+def position_at(moment: datetime) -> str:
+    return f"{moment.astimezone(timezone.utc):{_GENERALIZED_TIME}}.000000Z"
+
+
+def iso_time(position: str) -> str:
+    moment = datetime.strptime(position[:14], _GENERALIZED_TIME).replace(tzinfo=timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _move(dn: str, attrs: Mapping[str, list[str]], object_id: str, common: dict) -> DirectoryChange:
+    new_rdn = _single(attrs, "reqnewrdn")
+    new_dn = _first(attrs, "reqnewdn")
+    parent = _first(attrs, "reqnewsuperior") or _parent_dn(dn)
+    if not new_dn:
+        new_dn = f"{new_rdn},{parent}" if parent else new_rdn
+    # The RDN attribute values change with the name: express it as modifications so the
+    # metaverse keeps the entry's attributes consistent with its DN.
+    modifications = [
+        Modification(attribute=name, op=ModOp.ADD, values=(value,)) for name, value in _rdn_values(new_rdn)
+    ]
+    if _first(attrs, "reqdeleteoldrdn") == "TRUE":
+        new_values = set(_rdn_values(new_rdn))
+        modifications += [
+            Modification(attribute=name, op=ModOp.DELETE, values=(value,))
+            for name, value in _rdn_values(_rdn_of(dn))
+            if (name, value) not in new_values
+        ]
+    return DirectoryChange(
+        op=ChangeOp.MOVE,
+        object_id=object_id,
+        dn=new_dn,
+        old_dn=dn,
+        modifications=tuple(modifications),
+        **common,
+    )
+
+
+def _split_req_mod(line: str) -> tuple[str, ModOp | None, str | None]:
+    name, sep, rest = line.partition(":")
+    if not sep or not rest:
+        raise RecordError(f"malformed reqMod {line[:80]!r}")
+    op = _MOD_OPS.get(rest[0])  # '#' (increment) and others are not identity data
+    value = rest[2:] if len(rest) > 1 else None
+    return name, op, value
+
+
+def _added_values(req_mods: Sequence[str]) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in req_mods:
+        name, _, value = _split_req_mod(line)
+        if value is not None:
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def _rdn_values(rdn: str) -> list[tuple[str, str]]:
+    return [(name, _unescape(value)) for name, value, _ in parse_dn(rdn)]
+
+
+def _rdn_of(dn: str) -> str:
+    components = parse_dn(dn)
+    rdn = []
+    for name, value, separator in components:
+        rdn.append(f"{name}={value}")
+        if separator != "+":
+            break
+    return "+".join(rdn)
+
+
+def _parent_dn(dn: str) -> str:
+    components = parse_dn(dn)
+    for index, (_, _, separator) in enumerate(components):
+        if separator != "+":
+            return ",".join(f"{n}={v}" for n, v, _ in components[index + 1 :])
+    return ""
+
+
+def _unescape(value: str) -> str:
+    """Undo RFC 4514 escaping (``\\,`` and ``\\c3\\a9`` style) in one RDN value."""
+    out, i = bytearray(), 0
+    while i < len(value):
+        pair = value[i + 1 : i + 3]
+        if value[i] == "\\" and len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+            out.append(int(pair, 16))
+            i += 3
+        elif value[i] == "\\" and i + 1 < len(value):
+            out += value[i + 1].encode()
+            i += 2
+        else:
+            out += value[i].encode()
+            i += 1
+    return out.decode("utf-8", errors="replace")
+
+
+def _text(name: str, value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"attribute {name!r} holds a value that is not UTF-8 text") from exc
+
+
+def _single(attrs: Mapping[str, list[str]], name: str) -> str:
+    values = attrs.get(name)
+    if not values:
+        raise RecordError(f"accesslog record has no {name}")
+    return values[0]
+
+
+def _values_of(attrs: Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
+    return next((values for key, values in attrs.items() if key.lower() == name), ())
+
+
+def _first(attrs: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = _values_of(attrs, name)
+    return values[0] if values else None

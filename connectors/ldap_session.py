@@ -1,0 +1,82 @@
+"""One LDAP connection per connector, re-opened after an outage, with errors sorted for the core.
+
+ldap3's synchronous strategy is used from a worker thread (the core calls connectors through
+``asyncio.to_thread``); one connector never runs two calls at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from ldap3 import NONE, SYNC, Connection, Server
+from ldap3.core import exceptions as ldap_errors
+
+from streams.contracts import PermanentError, RetriableError
+from streams.topology import Forest
+
+log = logging.getLogger(__name__)
+
+# Result codes that describe the server's condition, not the request: try again later.
+_TRANSIENT_RESULTS = (
+    ldap_errors.LDAPBusyResult,
+    ldap_errors.LDAPUnavailableResult,
+    ldap_errors.LDAPAdminLimitExceededResult,
+    ldap_errors.LDAPTimeLimitExceededResult,
+    ldap_errors.LDAPOtherResult,
+)
+_CONNECTION_FAILURES = (
+    ldap_errors.LDAPCommunicationError,
+    ldap_errors.LDAPResponseTimeoutError,
+    ldap_errors.LDAPMaximumRetriesError,
+    ldap_errors.LDAPBindError,
+    OSError,
+)
+
+
+class LdapSession:
+    def __init__(self, forest: Forest, *, timeout: float = 10.0) -> None:
+        self.forest = forest
+        # get_info=NONE: values stay as the server sent them (no schema-driven conversion
+        # of booleans or timestamps), which is what change events and diffs compare.
+        self._server = Server(forest.url, get_info=NONE, connect_timeout=timeout)
+        self._timeout = timeout
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A bound connection; LDAP failures leave as RetriableError or PermanentError."""
+        try:
+            if self._connection is None:
+                self._connection = self._open()
+            yield self._connection
+        except _CONNECTION_FAILURES as exc:
+            self.close()
+            raise RetriableError(f"forest {self.forest.name}: {type(exc).__name__}: {exc}") from exc
+        except _TRANSIENT_RESULTS as exc:
+            raise RetriableError(f"forest {self.forest.name}: {exc.description}: {exc.message}") from exc
+        except ldap_errors.LDAPOperationResult as exc:
+            raise PermanentError(f"forest {self.forest.name}: {exc.description}: {exc.message}") from exc
+
+    def _open(self) -> Connection:
+        connection = Connection(
+            self._server,
+            user=self.forest.bind_dn,
+            password=self.forest.password.reveal(),
+            client_strategy=SYNC,
+            raise_exceptions=True,
+            receive_timeout=self._timeout,
+            auto_bind=False,
+        )
+        connection.bind()
+        log.info("ldap connected forest=%s url=%s", self.forest.name, self.forest.url)
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.unbind()
+            except Exception:  # noqa: BLE001 - the connection is being discarded anyway
+                pass
+            self._connection = None

@@ -1,0 +1,92 @@
+"""Composition root: one worker process running every reader, the processor and the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from connectors.ldap_accesslog import AccesslogPollReader
+from connectors.ldap_contacts import LdapContactWriter
+from streams.app import add_component, create_app
+from streams.contracts import ChangeReader
+from streams.kafka_topics import ensure_topics
+from streams.positions import PositionStore
+from streams.sink_runner import SinkRunner
+from streams.source_runner import SourceRunner
+from streams.topology import Forest, Topology
+
+log = logging.getLogger(__name__)
+
+READERS = {AccesslogPollReader.mode: AccesslogPollReader}
+
+
+def build_worker(topology: Topology) -> faust.App:
+    app = create_app(topology)
+    for forest in topology.forests:
+        add_component(app, f"reader_{forest.name}", lambda forest=forest: run_reader(topology, forest))
+    add_component(app, "contact_writer", lambda: run_contact_writer(topology))
+    return app
+
+
+def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
+    """Declare idsync's topics, then run the worker until it is stopped (SIGTERM/SIGINT)."""
+    asyncio.run(ensure_topics(topology.kafka))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = build_worker(topology)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def make_reader(forest: Forest) -> ChangeReader:
+    return READERS[forest.change_capture.mode](forest)
+
+
+def _producer(topology: Topology) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=topology.kafka.bootstrap_servers,
+        client_id=topology.kafka.client_id,
+        acks="all",
+        enable_idempotence=True,
+    )
+
+
+async def run_reader(topology: Topology, forest: Forest) -> None:
+    producer = _producer(topology)
+    reader = make_reader(forest)
+    await producer.start()
+    try:
+        positions = PositionStore(
+            producer,
+            bootstrap_servers=topology.kafka.bootstrap_servers,
+            topic=topology.kafka.topics.positions,
+        )
+        runner = SourceRunner(reader, producer=producer, positions=positions, topics=topology.kafka.topics)
+        await runner.run()
+    finally:
+        await reader.close()
+        await producer.stop()
+
+
+async def run_contact_writer(topology: Topology) -> None:
+    kafka = topology.kafka
+    consumer = AIOKafkaConsumer(
+        kafka.topics.contacts,
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id=kafka.client_id,
+        group_id=f"{topology.streams.app_id}-contact-writer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = _producer(topology)
+    writer = LdapContactWriter(topology.central)
+    await producer.start()
+    await consumer.start()
+    try:
+        await SinkRunner(writer, consumer=consumer, producer=producer, topics=kafka.topics).run()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await asyncio.to_thread(writer.close)

@@ -1,0 +1,118 @@
+"""The faust application: the metaverse table and the processor that keeps it current.
+
+Directory changes come in keyed by ``forest/object_id``; the metaverse table is keyed the
+same way so each entry lives in the partition of its events (faust shards a table by the
+partition of the event being processed).  For every applied change the processor emits
+the contact's desired state to the compacted contacts topic, which the sink applies.
+
+At-least-once: faust flushes the producer (changelog and contact states) before it commits
+the source offset, and re-delivered changes are recognised by their source position.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import faust
+from faust.types import EventT
+
+from streams.dead_letters import DeadLetter
+from streams.events import DirectoryChange, EventDecodeError
+from streams.metaverse import SourceObject, apply_change
+from streams.provisioning import ProvisioningError, desired_contact
+from streams.topology import Topology
+
+log = logging.getLogger(__name__)
+
+METAVERSE_TABLE = "metaverse"
+
+
+def create_app(topology: Topology) -> faust.App:
+    kafka = topology.kafka
+    app = faust.App(
+        topology.streams.app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        broker_commit_interval=topology.streams.commit_interval_seconds,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        # Exactly-once crashes on rebalance in faust (issues #323, #517): stay at-least-once.
+        processing_guarantee="at_least_once",
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    changes = app.topic(kafka.topics.changes, **raw)
+    contacts = app.topic(kafka.topics.contacts, **raw)
+    errors = app.topic(kafka.topics.errors, **raw)
+    metaverse = app.Table(
+        METAVERSE_TABLE,
+        default=None,
+        partitions=kafka.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def dead_letter(event: EventT, reason: str, forest: str | None = None) -> None:
+        message = event.message
+        letter = DeadLetter(
+            stage="metaverse",
+            reason=reason,
+            key=message.key,
+            value=message.value,
+            forest=forest,
+            origin_topic=message.topic,
+            origin_partition=message.partition,
+            origin_offset=message.offset,
+        )
+        letter.log()
+        await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
+
+    # Concurrency 1: with more, faust can commit past an event still in flight (#606).
+    @app.agent(changes, concurrency=1)
+    async def maintain_metaverse(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await _process(event)
+
+    async def _process(event: EventT) -> None:
+        try:
+            change = DirectoryChange.from_bytes(event.message.value)
+        except EventDecodeError as exc:
+            await dead_letter(event, str(exc))
+            return
+        key = change.key.encode()
+        if event.message.key != key:
+            await dead_letter(event, f"record key does not match its change {change.key!r}", change.forest)
+            return
+        stored = metaverse.get(key)
+        current = SourceObject.from_bytes(stored) if stored is not None else None
+        updated = apply_change(current, change)
+        if updated is None:
+            log.debug("duplicate change skipped key=%s position=%s", change.key, change.position)
+            return
+        metaverse[key] = updated.to_bytes()
+        try:
+            contact = desired_contact(updated, topology)
+        except ProvisioningError as exc:
+            await dead_letter(event, str(exc), change.forest)
+            return
+        if contact is not None:
+            await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
+
+    return app
+
+
+def add_component(app: faust.App, name: str, run: Callable[[], Awaitable[Any]]) -> None:
+    """Run a connector loop for the life of the worker; if it fails, the worker stops."""
+
+    async def supervised() -> None:
+        try:
+            await run()
+        except Exception as exc:
+            log.exception("component failed component=%s", name)
+            await app.crash(exc)
+
+    supervised.__name__ = f"component_{name}"
+    app.task(supervised)

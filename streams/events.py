@@ -1,0 +1,259 @@
+"""Versioned event schemas that travel on idsync's Kafka topics.
+
+Every record value is an orjson object carrying ``schema`` and ``version`` so that
+consumers can refuse what they do not understand instead of guessing.  Decoding is
+explicit (``from_bytes``) and raises :class:`EventDecodeError` with the reason, which
+callers turn into a dead-letter record.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+
+class EventDecodeError(ValueError):
+    """A record value is not a valid event of the expected schema."""
+
+
+class ObjectKind(enum.StrEnum):
+    USER = "user"
+    GROUP = "group"
+    CONTACT = "contact"
+    OTHER = "other"
+
+
+class ChangeOp(enum.StrEnum):
+    ADD = "add"
+    MODIFY = "modify"
+    DELETE = "delete"
+    # A rename and a move to another OU are one operation in LDAP (modDN).
+    MOVE = "move"
+
+
+class ModOp(enum.StrEnum):
+    ADD = "add"
+    DELETE = "delete"
+    REPLACE = "replace"
+
+
+Attributes = Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Modification:
+    attribute: str
+    op: ModOp
+    # For DELETE, no values means "remove the whole attribute".
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryChange:
+    """One change of one directory object, as its forest reported it."""
+
+    SCHEMA = "idsync.directory-change"
+    VERSION = 1
+
+    forest: str
+    object_id: str
+    op: ChangeOp
+    dn: str
+    # Known when the source states it (adds, snapshots); otherwise the metaverse
+    # remembers it from the object's earlier events.
+    kind: ObjectKind | None = None
+    old_dn: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+    modifications: tuple[Modification, ...] = ()
+    # Opaque, ordered per forest: a re-delivered change carries the same position.
+    position: str
+    changed_at: str
+
+    @property
+    def key(self) -> str:
+        return source_key(self.forest, self.object_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.SCHEMA,
+            "version": self.VERSION,
+            "forest": self.forest,
+            "object_id": self.object_id,
+            "op": self.op.value,
+            "kind": self.kind.value if self.kind else None,
+            "dn": self.dn,
+            "old_dn": self.old_dn,
+            "attributes": {name: list(values) for name, values in self.attributes.items()},
+            "modifications": [
+                {"attribute": m.attribute, "op": m.op.value, "values": list(m.values)}
+                for m in self.modifications
+            ],
+            "position": self.position,
+            "changed_at": self.changed_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DirectoryChange:
+        _check_schema(data, cls.SCHEMA, cls.VERSION)
+        try:
+            kind = data["kind"]
+            return cls(
+                forest=_text(data, "forest"),
+                object_id=_text(data, "object_id"),
+                op=ChangeOp(data["op"]),
+                kind=ObjectKind(kind) if kind is not None else None,
+                dn=_text(data, "dn"),
+                old_dn=data.get("old_dn"),
+                attributes={
+                    str(name): tuple(str(v) for v in values)
+                    for name, values in data.get("attributes", {}).items()
+                },
+                modifications=tuple(
+                    Modification(
+                        attribute=str(m["attribute"]),
+                        op=ModOp(m["op"]),
+                        values=tuple(str(v) for v in m.get("values", ())),
+                    )
+                    for m in data.get("modifications", ())
+                ),
+                position=_text(data, "position"),
+                changed_at=_text(data, "changed_at"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DirectoryChange:
+        return cls.from_dict(_loads(raw))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactState:
+    """The desired state of one contact in the central forest (compacted by anchor)."""
+
+    SCHEMA = "idsync.contact-state"
+    VERSION = 1
+
+    anchor: str
+    present: bool
+    # Where the contact lives (present) or lived (absent) — the OU owned by its forest.
+    container_dn: str
+    dn: str | None = None
+    object_classes: tuple[str, ...] = ()
+    attributes: Attributes = field(default_factory=dict)
+    # Every attribute idsync owns on contacts: those missing from `attributes` are cleared.
+    managed_attributes: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": self.SCHEMA,
+                "version": self.VERSION,
+                "anchor": self.anchor,
+                "present": self.present,
+                "container_dn": self.container_dn,
+                "dn": self.dn,
+                "object_classes": list(self.object_classes),
+                "attributes": {name: list(values) for name, values in self.attributes.items()},
+                "managed_attributes": list(self.managed_attributes),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ContactState:
+        data = _loads(raw)
+        _check_schema(data, cls.SCHEMA, cls.VERSION)
+        try:
+            present = data["present"]
+            if not isinstance(present, bool):
+                raise TypeError("'present' must be a boolean")
+            state = cls(
+                anchor=_text(data, "anchor"),
+                present=present,
+                container_dn=_text(data, "container_dn"),
+                dn=data.get("dn"),
+                object_classes=tuple(str(c) for c in data.get("object_classes", ())),
+                attributes={
+                    str(name): tuple(str(v) for v in values)
+                    for name, values in data.get("attributes", {}).items()
+                },
+                managed_attributes=tuple(str(a) for a in data.get("managed_attributes", ())),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+        if state.present and not state.dn:
+            raise EventDecodeError(f"{cls.SCHEMA}: a present contact needs a dn")
+        return state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReaderPosition:
+    """Where a forest's reader resumes; compacted by reader id."""
+
+    SCHEMA = "idsync.reader-position"
+    VERSION = 1
+
+    reader: str
+    mode: str
+    position: str
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": self.SCHEMA,
+                "version": self.VERSION,
+                "reader": self.reader,
+                "mode": self.mode,
+                "position": self.position,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ReaderPosition:
+        data = _loads(raw)
+        _check_schema(data, cls.SCHEMA, cls.VERSION)
+        try:
+            return cls(
+                reader=_text(data, "reader"),
+                mode=_text(data, "mode"),
+                position=_text(data, "position"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+
+def source_key(forest: str, object_id: str) -> str:
+    return f"{forest}/{object_id}"
+
+
+def _loads(raw: bytes | None) -> Any:
+    if raw is None:
+        raise EventDecodeError("record has no value")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+
+
+def _check_schema(data: Any, schema: str, version: int) -> None:
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("schema") != schema:
+        raise EventDecodeError(f"expected schema {schema!r}, got {data.get('schema')!r}")
+    if data.get("version") != version:
+        raise EventDecodeError(
+            f"{schema}: unsupported version {data.get('version')!r} (this build reads {version})"
+        )
+
+
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name!r} must be a non-empty string")
+    return value

@@ -1,0 +1,170 @@
+"""The metaverse: what idsync knows of every directory object, built from change events.
+
+Pure functions over immutable values; the faust table in :mod:`streams.app` stores them.
+Attribute names are kept lower-cased because LDAP attribute descriptions are
+case-insensitive and different servers spell them differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from streams.events import (
+    ChangeOp,
+    DirectoryChange,
+    EventDecodeError,
+    Modification,
+    ModOp,
+    ObjectKind,
+    source_key,
+)
+
+_USER_CLASSES = frozenset({"person", "organizationalperson", "inetorgperson", "user"})
+_GROUP_CLASSES = frozenset({"groupofnames", "groupofuniquenames", "group", "posixgroup"})
+_NOT_USER_CLASSES = frozenset({"contact", "computer"})
+
+
+def classify(object_classes: Iterable[str]) -> ObjectKind:
+    """Map an entry's objectClass values to the kind of object idsync cares about."""
+    classes = {c.lower() for c in object_classes}
+    if "contact" in classes:
+        return ObjectKind.CONTACT
+    if classes & _GROUP_CLASSES:
+        return ObjectKind.GROUP
+    if classes & _USER_CLASSES and not classes & _NOT_USER_CLASSES:
+        return ObjectKind.USER
+    return ObjectKind.OTHER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceObject:
+    """The latest known state of one object in one forest."""
+
+    SCHEMA = "idsync.metaverse-entry"
+    VERSION = 1
+
+    forest: str
+    object_id: str
+    kind: ObjectKind | None
+    dn: str
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    position: str
+    # Deleted objects stay as tombstones so that a late re-delivery cannot revive them.
+    deleted: bool = False
+
+    @property
+    def key(self) -> str:
+        return source_key(self.forest, self.object_id)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": self.SCHEMA,
+                "version": self.VERSION,
+                "forest": self.forest,
+                "object_id": self.object_id,
+                "kind": self.kind.value if self.kind else None,
+                "dn": self.dn,
+                "attributes": {k: list(v) for k, v in self.attributes.items()},
+                "position": self.position,
+                "deleted": self.deleted,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SourceObject:
+        data: Any = orjson.loads(raw)
+        if data.get("schema") != cls.SCHEMA or data.get("version") != cls.VERSION:
+            raise EventDecodeError(
+                f"metaverse entry has schema {data.get('schema')!r} v{data.get('version')!r}"
+            )
+        kind = data["kind"]
+        return cls(
+            forest=data["forest"],
+            object_id=data["object_id"],
+            kind=ObjectKind(kind) if kind else None,
+            dn=data["dn"],
+            attributes={k: tuple(v) for k, v in data["attributes"].items()},
+            position=data["position"],
+            deleted=data["deleted"],
+        )
+
+
+def apply_change(current: SourceObject | None, change: DirectoryChange) -> SourceObject | None:
+    """Fold one change into an object's state.
+
+    Returns None when the change is not newer than what is already applied: a re-delivery
+    after a reader restart or a replay of the topic then changes nothing.
+    """
+    if current is not None and change.position <= current.position:
+        return None
+    if change.op is ChangeOp.ADD:
+        return SourceObject(
+            forest=change.forest,
+            object_id=change.object_id,
+            kind=change.kind,
+            dn=change.dn,
+            attributes=_lowercase_names(change.attributes),
+            position=change.position,
+        )
+    base = current if current is not None and not current.deleted else None
+    kind = change.kind or (current.kind if current is not None else None)
+    if change.op is ChangeOp.DELETE:
+        return SourceObject(
+            forest=change.forest,
+            object_id=change.object_id,
+            kind=kind,
+            dn=change.dn,
+            position=change.position,
+            deleted=True,
+        )
+    attributes = apply_modifications(base.attributes if base else {}, change.modifications)
+    if base is None:
+        # A change to an object never seen before: keep what the change tells.
+        return SourceObject(
+            forest=change.forest,
+            object_id=change.object_id,
+            kind=kind,
+            dn=change.dn,
+            attributes=attributes,
+            position=change.position,
+        )
+    return replace(base, kind=kind, dn=change.dn, attributes=attributes, position=change.position)
+
+
+def apply_modifications(
+    attributes: Mapping[str, tuple[str, ...]], modifications: Iterable[Modification]
+) -> dict[str, tuple[str, ...]]:
+    result = dict(attributes)
+    for mod in modifications:
+        name = mod.attribute.lower()
+        existing = result.get(name, ())
+        if mod.op is ModOp.REPLACE:
+            updated = _unique(mod.values)
+        elif mod.op is ModOp.ADD:
+            updated = _unique(existing + mod.values)
+        elif mod.values:
+            removed = set(mod.values)
+            updated = tuple(v for v in existing if v not in removed)
+        else:
+            updated = ()
+        if updated:
+            result[name] = updated
+        else:
+            result.pop(name, None)
+    return result
+
+
+def _lowercase_names(attributes: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    result: dict[str, tuple[str, ...]] = {}
+    for name, values in attributes.items():
+        key = name.lower()
+        result[key] = _unique(result.get(key, ()) + tuple(values))
+    return result
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))

@@ -1,0 +1,54 @@
+"""Reader positions, kept in a compacted Kafka topic keyed by reader.
+
+A reader's position is saved only after Kafka acknowledged every event before it, so a
+restart (even after kill -9) resumes at or before the first unpublished change.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.events import EventDecodeError, ReaderPosition
+
+
+class PositionStore:
+    def __init__(self, producer: AIOKafkaProducer, *, bootstrap_servers: str, topic: str) -> None:
+        self._producer = producer
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+
+    async def load(self, reader: str) -> ReaderPosition | None:
+        """The last position saved for `reader`, read from the start of the topic to its end."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            # The positions topic has a single partition (see streams.kafka_topics).
+            partition = TopicPartition(self._topic, 0)
+            consumer.assign([partition])
+            await consumer.seek_to_beginning(partition)
+            end = (await consumer.end_offsets([partition]))[partition]
+            latest: ReaderPosition | None = None
+            wanted = reader.encode()
+            while await consumer.position(partition) < end:
+                for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
+                    for record in records:
+                        if record.key == wanted and record.value is not None:
+                            latest = _decode(record.value, reader)
+            return latest
+        finally:
+            await consumer.stop()
+
+    async def save(self, position: ReaderPosition) -> None:
+        await self._producer.send_and_wait(
+            self._topic, key=position.reader.encode(), value=position.to_bytes()
+        )
+
+
+def _decode(raw: bytes, reader: str) -> ReaderPosition:
+    try:
+        return ReaderPosition.from_bytes(raw)
+    except EventDecodeError as exc:
+        # Resuming from a guessed position could skip changes: refuse to start instead.
+        raise RuntimeError(f"stored position of reader {reader!r} is unreadable: {exc}") from exc

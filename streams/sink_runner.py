@@ -1,0 +1,86 @@
+"""Drives the contact writer from the compacted contact-state topic.
+
+Offsets are committed only after the writer has applied every record before them, so a
+crash re-applies at most the uncommitted tail — harmless, since writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from streams.backoff import Backoff
+from streams.contracts import ContactWriter, PermanentError, RetriableError
+from streams.dead_letters import DeadLetter
+from streams.events import ContactState, EventDecodeError
+from streams.topology import Topics
+
+log = logging.getLogger(__name__)
+
+
+class SinkRunner:
+    def __init__(
+        self,
+        writer: ContactWriter,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+    ) -> None:
+        self._writer = writer
+        self._consumer = consumer
+        self._producer = producer
+        self._topics = topics
+
+    async def run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            for partition, records in batches.items():
+                for record in records:
+                    await self._apply(record)
+                await self._consumer.commit({partition: records[-1].offset + 1})
+
+    async def _apply(self, record: ConsumerRecord) -> None:
+        try:
+            state = ContactState.from_bytes(record.value)
+        except EventDecodeError as exc:
+            await self._dead_letter(record, f"undecodable contact state: {exc}")
+            return
+        backoff = Backoff()
+        while True:
+            try:
+                outcome = await asyncio.to_thread(self._writer.apply, state)
+            except RetriableError as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "contact writer waiting anchor=%s error=%s retry_in=%.1fs",
+                    state.anchor,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            except PermanentError as exc:
+                await self._dead_letter(record, str(exc))
+                return
+            else:
+                log.info("contact %s anchor=%s dn=%s", outcome, state.anchor, state.dn)
+                return
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        letter = DeadLetter(
+            stage="contact-writer",
+            reason=reason,
+            key=record.key,
+            value=record.value,
+            origin_topic=record.topic,
+            origin_partition=record.partition,
+            origin_offset=record.offset,
+        )
+        letter.log()
+        await self._producer.send_and_wait(
+            self._topics.errors, key=letter.key, value=letter.value, headers=letter.headers()
+        )
+
+
