@@ -45,7 +45,8 @@ def desired_contact(obj: SourceObject, topology: Topology) -> ContactState | Non
         container_dn=forest.contacts_ou,
         dn=f"{policy.rdn_attribute}={escape_rdn(name)},{forest.contacts_ou}",
         object_classes=policy.object_classes,
-        attributes=dict(_rendered(policy, values)),
+        # The naming value is written on creation; later the writer changes it by renaming.
+        attributes={policy.rdn_attribute: (name,), **dict(_rendered(policy, values))},
         managed_attributes=tuple(target for target, _ in policy.attributes),
     )
 

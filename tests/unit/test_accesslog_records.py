@@ -1,0 +1,157 @@
+import pytest
+
+from connectors.accesslog import (
+    RecordError,
+    decode_record,
+    iso_time,
+    parse_modifications,
+    position_minus,
+)
+from streams.events import ChangeOp, Modification, ModOp, ObjectKind
+
+
+def record(**attrs):
+    return {name: [v.encode() if isinstance(v, str) else v for v in values] for name, values in attrs.items()}
+
+
+def test_add_becomes_full_entry_without_operational_attributes():
+    change = decode_record(
+        "forest-a",
+        record(
+            reqStart=["20261122050422.000006Z"],
+            reqType=["add"],
+            reqDN=["uid=alice,ou=people,dc=x"],
+            reqMod=[
+                "objectClass:+ inetOrgPerson",
+                "cn:+ Alice A",
+                "mail:+ alice@x.test",
+                "entryUUID:+ ece5c9ac-7a7d",
+                "entryCSN:+ 20261122050422.517563Z#000000#000#000000",
+            ],
+            reqEntryUUID=["ece5c9ac-7a7d"],
+        ),
+    )
+    assert change.op is ChangeOp.ADD and change.kind is ObjectKind.USER
+    assert change.object_id == "ece5c9ac-7a7d"
+    assert dict(change.attributes) == {
+        "objectClass": ("inetOrgPerson",),
+        "cn": ("Alice A",),
+        "mail": ("alice@x.test",),
+    }
+    assert change.position == "20261122050422.000006Z"
+    assert change.changed_at == "2026-11-22T05:04:22Z"
+
+
+def test_modify_groups_values_and_keeps_whole_attribute_deletes():
+    mods = parse_modifications(
+        ["displayName:= Alice Q", "member:+ cn=a", "member:+ cn=b", "mail:-", "description:- d1", "modifyTimestamp:= x"]
+    )
+    assert mods == (
+        Modification(attribute="displayName", op=ModOp.REPLACE, values=("Alice Q",)),
+        Modification(attribute="member", op=ModOp.ADD, values=("cn=a", "cn=b")),
+        Modification(attribute="mail", op=ModOp.DELETE),
+        Modification(attribute="description", op=ModOp.DELETE, values=("d1",)),
+    )
+
+
+def test_replace_with_no_value_clears_the_attribute():
+    assert parse_modifications(["description:="]) == (
+        Modification(attribute="description", op=ModOp.REPLACE),
+    )
+
+
+def test_modrdn_becomes_move_with_rdn_value_changes():
+    change = decode_record(
+        "forest-a",
+        record(
+            reqStart=["20261122050422.000012Z"],
+            reqType=["modrdn"],
+            reqDN=["uid=alice,ou=people,dc=x"],
+            reqNewRDN=["uid=alice2"],
+            reqDeleteOldRDN=["TRUE"],
+            reqNewSuperior=["ou=staff,dc=x"],
+            reqEntryUUID=["u1"],
+        ),
+    )
+    assert change.op is ChangeOp.MOVE
+    assert change.old_dn == "uid=alice,ou=people,dc=x"
+    assert change.dn == "uid=alice2,ou=staff,dc=x"
+    assert change.modifications == (
+        Modification(attribute="uid", op=ModOp.ADD, values=("alice2",)),
+        Modification(attribute="uid", op=ModOp.DELETE, values=("alice",)),
+    )
+
+
+def test_escaped_rdn_values_are_unescaped():
+    change = decode_record(
+        "f",
+        record(
+            reqStart=["20261122050422.000012Z"],
+            reqType=["modrdn"],
+            reqDN=["cn=A\\2C B,dc=x"],
+            reqNewRDN=["cn=Caf\\C3\\A9\\, \\\"x\\\""],
+            reqDeleteOldRDN=["FALSE"],
+            reqEntryUUID=["u1"],
+        ),
+    )
+    assert change.dn == 'cn=Caf\\C3\\A9\\, \\"x\\",dc=x'
+    assert change.modifications == (Modification(attribute="cn", op=ModOp.ADD, values=('Café, "x"',)),)
+
+
+def test_delete_carries_dn_and_uuid():
+    change = decode_record(
+        "f",
+        record(reqStart=["20261122050422.000014Z"], reqType=["delete"], reqDN=["uid=a,dc=x"], reqEntryUUID=["u1"]),
+    )
+    assert change.op is ChangeOp.DELETE and change.object_id == "u1" and change.dn == "uid=a,dc=x"
+
+
+@pytest.mark.parametrize(
+    "attrs, reason",
+    [
+        ({"reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"]}, "no reqstart"),
+        (
+            {"reqStart": ["20261122050422.000001Z"], "reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"]},
+            "no entryUUID",
+        ),
+        (
+            {"reqStart": ["20261122050422.000001Z"], "reqType": ["modify"], "reqDN": ["cn=a"], "reqMod": ["cn:= a"]},
+            "no reqEntryUUID",
+        ),
+        (
+            {
+                "reqStart": ["20261122050422.000001Z"],
+                "reqType": ["modify"],
+                "reqDN": ["cn=a"],
+                "reqEntryUUID": ["u"],
+                "reqMod": [b"description:= \xff\xfe"],
+            },
+            "not UTF-8",
+        ),
+        (
+            {
+                "reqStart": ["20261122050422.000001Z"],
+                "reqType": ["modify"],
+                "reqDN": ["cn=a"],
+                "reqEntryUUID": ["u"],
+                "reqMod": ["garbage"],
+            },
+            "malformed reqMod",
+        ),
+    ],
+)
+def test_bad_records_raise_with_reason(attrs, reason):
+    with pytest.raises(RecordError, match=reason):
+        decode_record("f", record(**attrs))
+
+
+def test_operations_idsync_ignores():
+    assert decode_record(
+        "f", record(reqStart=["20261122050422.000001Z"], reqType=["extended"], reqDN=["cn=a"], reqEntryUUID=["u"])
+    ) is None
+
+
+def test_position_arithmetic_is_ordered_text():
+    assert position_minus("20261122050422.000012Z", 2) == "20261122050420.000000Z"
+    assert position_minus("20260101000000.000001Z", 1.5) < "20260101000000.000001Z"
+    assert iso_time("20261122050422.000012Z") == "2026-11-22T05:04:22Z"
