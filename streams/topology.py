@@ -1,0 +1,484 @@
+"""The topology: which directories idsync connects, where its Kafka topics live, how contacts look.
+
+``topology.yaml`` is read once at start-up into frozen objects. Validation collects every problem,
+each with its YAML path, and reports them together, so an operator fixes the file in one pass
+instead of one restart per typo. Passwords are never in the file: a forest names an environment
+variable or a file, and the value is read only when a connection needs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
+
+from streams.templates import Template, TemplateError, is_attribute_name
+
+Role = Literal["user", "central"]
+ROLES: tuple[Role, ...] = ("user", "central")
+# Only one way to capture changes exists today; others (syncrepl, AD DirSync...) are added here.
+CHANGE_CAPTURE_MODES = ("accesslog-poll",)
+DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
+DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
+                  "contacts": "idsync.central-contacts", "errors": "idsync.errors"}
+
+
+class TopologyError(Exception):
+    """Everything wrong with a topology, one problem per line, each prefixed with the file name."""
+
+    def __init__(self, errors: Sequence[str], *, source: Path | None = None) -> None:
+        self.errors = tuple(errors)
+        self.source = source
+        super().__init__(*self.errors)
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source is not None else ""
+        return "\n".join(prefix + error for error in self.errors)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """Where a password is found. The value is never stored, so no repr, log or dump can leak it."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a Secret needs exactly one of env or file")
+
+    def reveal(self) -> str:
+        """Reads the password now, so a rotated secret is used by the next connection."""
+        if self.file is None:
+            where, value = f"environment variable {self.env}", os.environ.get(str(self.env))
+        else:
+            where = f"password file {self.file}"
+            try:
+                value = self.file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                # Neither str(error) nor the chained error: a decode error carries the file's bytes.
+                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise TopologyError([f"cannot read {where}: {reason}"]) from None
+        if value is None:
+            raise TopologyError([f"{where} is not set"])
+        if not (value := value.removesuffix("\n")):
+            # An empty password makes an LDAP simple bind anonymous, and that may "succeed".
+            raise TopologyError([f"{where} is empty"])
+        return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topics:
+    changes: str
+    positions: str
+    contacts: str
+    errors: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    client_id: str
+    partitions: int
+    replication_factor: int
+    topics: Topics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamsSettings:
+    app_id: str
+    commit_interval_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeCapture:
+    mode: str
+    poll_interval_seconds: float
+    overlap_seconds: float
+    accesslog_base: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forest:
+    name: str
+    role: Role
+    url: str
+    base_dn: str
+    bind_dn: str
+    password: Secret
+    change_capture: ChangeCapture
+    contacts_ou: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactPolicy:
+    object_classes: tuple[str, ...]
+    rdn_attribute: str
+    rdn_source: str
+    attributes: tuple[tuple[str, Template], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topology:
+    kafka: KafkaSettings
+    streams: StreamsSettings
+    forests: tuple[Forest, ...]
+    contacts: ContactPolicy
+    source: Path | None
+
+    @property
+    def central(self) -> Forest:
+        return next(forest for forest in self.forests if forest.role == "central")
+
+    @property
+    def user_forests(self) -> tuple[Forest, ...]:
+        return tuple(forest for forest in self.forests if forest.role == "user")
+
+    def forest(self, name: str) -> Forest:
+        for forest in self.forests:
+            if forest.name == name:
+                return forest
+        known = ", ".join(forest.name for forest in self.forests)
+        raise KeyError(f"no forest named {name!r} in the topology (it has: {known})")
+
+
+def load_topology(path: str | Path) -> Topology:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as error:
+        raise TopologyError([f"cannot read: {error.strerror}"], source=source) from None
+    except UnicodeDecodeError:
+        raise TopologyError(["not UTF-8 text"], source=source) from None
+    # Position and problem only, never PyYAML's own message: it quotes the offending line, which
+    # could hold a password pasted by mistake.
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as error:
+        mark, context = error.problem_mark, f" ({error.context})" if error.context else ""
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise TopologyError([f"{where}invalid YAML: {error.problem}{context}"], source=source) from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise TopologyError([f"line {line}: invalid YAML: {error.reason}"], source=source) from None
+    return parse_topology(data, source=source)
+
+
+def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
+    """Validates parsed YAML; relative password files resolve against the directory of source."""
+    if not isinstance(data, dict):
+        raise TopologyError([f"expected a mapping of kafka, streams, forests and contacts, got {_kind(data)}"],
+                            source=source)
+    errors: list[str] = []
+    top = _Section(errors, data, "", ("kafka", "streams", "forests", "contacts"))
+    topology = Topology(
+        kafka=_kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
+                                         "topics"))),
+        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds"))),
+        forests=_forests(top, source.absolute().parent if source is not None else None),
+        contacts=_contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes"))),
+        source=source,
+    )
+    if errors:
+        raise TopologyError(errors, source=source)
+    return topology
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Rejects duplicate keys, which PyYAML would otherwise resolve silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, Any]] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if (key.tag, key.value) in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key.value!r}", key.start_mark)
+                seen.add((key.tag, key.value))
+        return super().construct_mapping(node, deep)
+
+
+class _Section:
+    """One YAML mapping being read. A problem is recorded with its path and the value reads as None,
+    so reading carries on and finds every error; parse_topology raises before an object holding
+    such a None can escape."""
+
+    def __init__(self, errors: list[str], node: Any, path: str, keys: Sequence[str]) -> None:
+        self.errors, self.path = errors, path
+        # A section of the wrong type gets one error; its missing keys would only add noise.
+        self.broken = node is not None and not isinstance(node, dict)
+        self.node: dict[Any, Any] = node if isinstance(node, dict) else {}
+        if self.broken:
+            self.error(None, f"expected a mapping, got {_kind(node)}")
+        for key in self.node:
+            if key == "password":
+                self.error(key, "passwords must not be written in the topology; "
+                                "use password_env (an environment variable) or password_file (a file)")
+            elif key not in keys:
+                hint = difflib.get_close_matches(str(key), keys, n=1)
+                self.error(key, "unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
+
+    def at(self, key: Any) -> str:
+        return f"{self.path}.{key}" if self.path else str(key)
+
+    def error(self, key: Any, message: str) -> None:
+        self.errors.append(f"{self.path if key is None else self.at(key)}: {message}")
+
+    def given(self, key: str) -> bool:
+        return self.node.get(key) is not None
+
+    def child(self, key: str, keys: Sequence[str]) -> _Section:
+        return _Section(self.errors, self.node.get(key), self.at(key), keys)
+
+    def value(self, key: str, kinds: tuple[type, ...], expected: str, default: Any = ...) -> Any:
+        """The value of key, type-checked. Absent and null alike take the default; `...` means required."""
+        value = self.node.get(key)
+        if value is None:
+            if default is ... and not self.broken:
+                self.error(key, "required key is missing")
+            return None if default is ... else default
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            self.error(key, f"expected {expected}, got {_kind(value)}")
+            return None
+        return value
+
+    def text(self, key: str, default: Any = ..., check: Callable[[str], str | None] | None = None) -> str | None:
+        value = self.value(key, (str,), "a string", default)
+        if value is not None and check is not None and (problem := check(value)):
+            self.error(key, problem)
+            return None
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int) -> int | None:
+        value = self.value(key, (int,), "an integer", default)
+        if value is not None and value < minimum:
+            self.error(key, f"must be >= {minimum}, got {value}")
+            return None
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float, inclusive: bool) -> float | None:
+        value = self.value(key, (int, float), "a number", default)
+        if value is not None and not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
+            self.error(key, f"must be {'>=' if inclusive else '>'} {minimum}, got {value}")
+            return None
+        return None if value is None else float(value)
+
+
+def _kafka(sec: _Section) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=sec.text("bootstrap_servers", check=_bootstrap_problem),
+        client_id=sec.text("client_id", "idsync", check=_NOT_EMPTY),
+        partitions=sec.integer("partitions", 3, minimum=1),
+        replication_factor=sec.integer("replication_factor", 1, minimum=1),
+        topics=_topics(sec.child("topics", tuple(DEFAULT_TOPICS))),
+    )
+
+
+def _topics(sec: _Section) -> Topics:
+    names = {role: sec.text(role, default, check=_KAFKA_NAME) for role, default in DEFAULT_TOPICS.items()}
+    # Kafka refuses topics whose names differ only in '.' versus '_': they collide in its metrics.
+    owners: dict[str, str] = {}
+    for role, name in names.items():
+        if name is not None and (other := owners.setdefault(name.replace(".", "_"), role)) != role:
+            sec.error(role, f"collides with {sec.at(other)} ({names[other]!r}); each topic needs its own name"
+                      + ("" if name == names[other] else ", and Kafka treats '.' and '_' as the same"))
+    return Topics(**names)
+
+
+def _streams(sec: _Section) -> StreamsSettings:
+    return StreamsSettings(
+        app_id=sec.text("app_id", "idsync", check=_KAFKA_NAME),
+        commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False),
+    )
+
+
+def _forests(top: _Section, base_dir: Path | None) -> tuple[Forest, ...]:
+    keys = ("name", "role", "url", "base_dn", "bind_dn", "password_env", "password_file", "change_capture",
+            "contacts_ou")
+    items = top.value("forests", (list,), "a list") or []
+    if not items and top.given("forests"):
+        top.error("forests", "must list at least the central forest")
+    forests = tuple(_forest(_Section(top.errors, item, f"forests[{i}]", keys), base_dir)
+                    for i, item in enumerate(items))
+
+    named: dict[str, int] = {}
+    for i, forest in enumerate(forests):
+        if forest.name is not None and named.setdefault(forest.name, i) != i:
+            top.errors.append(f"forests[{i}].name: {forest.name!r} is already used by forests[{named[forest.name]}]")
+    centrals = [i for i, forest in enumerate(forests) if forest.role == "central"]
+    for i in centrals[1:]:
+        top.errors.append(f"forests[{i}].role: forests[{centrals[0]}] is already central; exactly one forest is")
+    if forests and not centrals and all(forest.role is not None for forest in forests):
+        top.errors.append("forests: no forest has role central; exactly one must, to receive the contacts")
+
+    central_base = forests[centrals[0]].base_dn if centrals else None
+    owners: dict[tuple[Any, ...], int] = {}
+    for i, forest in enumerate(forests):
+        if forest.contacts_ou is None:
+            continue
+        ou = _rdns(forest.contacts_ou)
+        if central_base is not None and not (len(ou) > len(base := _rdns(central_base)) and ou[-len(base):] == base):
+            top.errors.append(f"forests[{i}].contacts_ou: must be under the central forest's base_dn {central_base!r}")
+        if owners.setdefault(ou, i) != i:
+            top.errors.append(f"forests[{i}].contacts_ou: same OU as forests[{owners[ou]}].contacts_ou; each user "
+                              "forest needs its own, because the sink owns everything under it")
+    return forests
+
+
+def _forest(sec: _Section, base_dir: Path | None) -> Forest:
+    name = sec.text("name", check=_FOREST_NAME)
+    role = sec.text("role", check=_choice(ROLES))
+    url = sec.text("url", check=_url_problem)
+    base_dn, bind_dn = sec.text("base_dn", check=_dn_problem), sec.text("bind_dn", check=_dn_problem)
+    env = sec.text("password_env", None, check=_ENV_NAME)
+    file = sec.text("password_file", None, check=_NOT_EMPTY)
+    if sec.given("password_env") == sec.given("password_file") and not sec.broken:
+        sec.error(None, "set exactly one of password_env or password_file" + (
+            ", not both" if sec.given("password_env") else ""))
+    path = None
+    if file is not None:
+        # Relative to the topology file, not to wherever idsync was started; an absolute one stays.
+        path = base_dir / file if base_dir is not None else Path(file)
+    contacts_ou = sec.text("contacts_ou", None, check=_dn_problem)
+    if role == "central" and sec.given("contacts_ou"):
+        sec.error("contacts_ou", "not allowed on the central forest: contacts are made in it, not copied from it")
+    elif role == "user" and not sec.given("contacts_ou"):
+        sec.error("contacts_ou", "required for a user forest: the OU of the central forest receiving its contacts")
+    capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base"))
+    return Forest(
+        name=name,
+        role=role,
+        url=url,
+        base_dn=base_dn,
+        bind_dn=bind_dn,
+        password=Secret(env=env, file=path) if (env is None) != (path is None) else None,
+        change_capture=ChangeCapture(
+            mode=capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES)),
+            poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False),
+            overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True),
+            accesslog_base=capture.text("accesslog_base", "cn=accesslog", check=_dn_problem),
+        ),
+        contacts_ou=contacts_ou if role == "user" else None,
+    )
+
+
+def _contacts(sec: _Section) -> ContactPolicy:
+    classes = sec.value("object_classes", (list,), "a list", list(DEFAULT_OBJECT_CLASSES)) or []
+    if not classes and sec.given("object_classes"):
+        sec.error("object_classes", "must not be empty")
+    for i, name in enumerate(classes):
+        if not isinstance(name, str) or not is_attribute_name(name):
+            sec.error(f"object_classes[{i}]", "not an object class name (a letter, then letters, digits or hyphens)")
+    rdn_attribute = sec.text("rdn_attribute", "cn", check=_ATTRIBUTE)
+    return ContactPolicy(
+        object_classes=tuple(classes),
+        rdn_attribute=rdn_attribute,
+        rdn_source=sec.text("rdn_source", "cn", check=_ATTRIBUTE),
+        attributes=_attributes(sec, rdn_attribute),
+    )
+
+
+def _attributes(sec: _Section, rdn_attribute: str | None) -> tuple[tuple[str, Template], ...]:
+    mapping = sec.value("attributes", (dict,), "a mapping of contact attribute to template") or {}
+    if not mapping and sec.given("attributes"):
+        sec.error("attributes", "must map at least one contact attribute to a template")
+    attributes: list[tuple[str, Template]] = []
+    first: dict[str, str] = {}
+    for name, text in mapping.items():
+        path, folded = f"{sec.at('attributes')}.{name}", str(name).lower()
+        problem = _ATTRIBUTE(name) if isinstance(name, str) else f"expected an attribute name, got {_kind(name)}"
+        if problem:
+            sec.errors.append(f"{path}: {problem}")
+        elif first.setdefault(folded, name) != name:
+            sec.errors.append(f"{path}: same attribute as {first[folded]!r}; LDAP attribute names ignore case")
+        elif rdn_attribute is not None and folded == rdn_attribute.lower():
+            sec.errors.append(f"{path}: is the rdn_attribute; its value comes from rdn_source and changes only by "
+                              "renaming the contact (modrdn), so a template here would fight the rename")
+        elif folded == "objectclass":
+            sec.errors.append(f"{path}: set contacts.object_classes instead")
+        if not isinstance(text, str):
+            sec.errors.append(f"{path}: expected a template string, got {_kind(text)}"
+                              " (quote it: YAML reads unquoted TRUE, yes or 1 as non-strings)")
+            continue
+        try:
+            attributes.append((name, Template.parse(text)))
+        except TemplateError as error:
+            sec.errors.append(f"{path}: {error}")
+    return tuple(attributes)
+
+
+def _rdns(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """A DN in comparable form: RDNs, each a sorted tuple of case-folded (type, value) pairs."""
+    rdns: list[tuple[tuple[str, str], ...]] = []
+    current: list[tuple[str, str]] = []
+    for attribute, value, separator in parse_dn(dn, strip=True):
+        current.append((attribute.lower(), value.lower()))
+        if separator != "+":  # '+' joins the parts of a multi-valued RDN
+            rdns.append(tuple(sorted(current)))
+            current = []
+    return tuple(rdns)
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping"}
+    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _rule(ok: Callable[[str], object], message: str) -> Callable[[str], str | None]:
+    return lambda value: None if ok(value) else message
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str | None]:
+    return lambda value: None if value in choices else f"unknown value {value!r}; known: {', '.join(choices)}"
+
+
+_NOT_EMPTY = _rule(bool, "must not be empty")
+_ATTRIBUTE = _rule(is_attribute_name, "not an LDAP attribute name (a letter, then letters, digits or hyphens)")
+_FOREST_NAME = _rule(re.compile(r"[a-z][a-z0-9-]{0,62}").fullmatch,
+                     "must be 1-63 lowercase letters, digits or '-', starting with a letter")
+_KAFKA_NAME = _rule(re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}").fullmatch,
+                    "not a valid Kafka name (1-249 letters, digits, '.', '_' or '-')")
+# Echoes no value: it might be a password pasted into the wrong key.
+_ENV_NAME = _rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
+                  "not an environment variable name (letters, digits and '_'); put the variable's name here")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+
+
+def _dn_problem(value: str) -> str | None:
+    try:
+        parse_dn(value, strip=True)
+    except LDAPInvalidDnError as error:
+        return f"not a valid DN ({error}): {value!r}"
+    return None
+
+
+def _bootstrap_problem(value: str) -> str | None:
+    for server in value.split(","):
+        if (match := _HOST_PORT.fullmatch(server)) is None or not 0 < int(match.group(1)) < 65536:
+            return f"expected host:port[,host:port...] without spaces, got {value!r}"
+    return None
+
+
+def _url_problem(value: str) -> str | None:
+    url = urlsplit(value)
+    if "@" in url.netloc:
+        return "must not contain credentials; use password_env or password_file"
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme not in ("ldap", "ldaps") or not url.hostname or port is None:
+        return f"expected ldap://host:port or ldaps://host:port, got {value!r}"
+    if url.path not in ("", "/") or url.query or url.fragment:
+        return f"must not have a path or query (the base DN goes in base_dn), got {value!r}"
+    return None
