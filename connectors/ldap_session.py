@@ -36,7 +36,7 @@ _CONNECTION_FAILURES = (
 
 
 class LdapSession:
-    def __init__(self, forest: Forest, *, timeout: float = 10.0) -> None:
+    def __init__(self, forest: Forest, *, timeout: int = 10) -> None:
         self.forest = forest
         # get_info=NONE: values stay as the server sent them (no schema-driven conversion
         # of booleans or timestamps), which is what change events and diffs compare.
@@ -66,7 +66,7 @@ class LdapSession:
             password=self.forest.password.reveal(),
             client_strategy=SYNC,
             raise_exceptions=True,
-            receive_timeout=self._timeout,
+            receive_timeout=self._timeout,  # ldap3 packs it into a socket option: an int
             auto_bind=False,
         )
         connection.bind()

@@ -47,12 +47,9 @@ def create_app(topology: Topology) -> faust.App:
     changes = app.topic(kafka.topics.changes, **raw)
     contacts = app.topic(kafka.topics.contacts, **raw)
     errors = app.topic(kafka.topics.errors, **raw)
+    # bytes key and value types make faust use its raw serializer: values are our own orjson.
     metaverse = app.Table(
-        METAVERSE_TABLE,
-        default=None,
-        partitions=kafka.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
+        METAVERSE_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
     )
 
     async def dead_letter(event: EventT, reason: str, forest: str | None = None) -> None:

@@ -1,0 +1,39 @@
+"""`idsync run` as a child process, for the demo and for tests that restart or kill it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from idsync.rig.process import ManagedProcess
+
+
+class WorkerProcess:
+    def __init__(self, topology: Path, *, log_path: Path, env: Mapping[str, str]) -> None:
+        self._process = ManagedProcess(
+            "idsync-worker",
+            [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology)],
+            log_path=log_path,
+            env={**os.environ, **env},
+        )
+        self.log_path = log_path
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    def start(self) -> WorkerProcess:
+        self._process.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self._process.stop(timeout)
+
+    def kill(self) -> None:
+        self._process.kill()
