@@ -1,0 +1,63 @@
+"""Session-wide real servers for the integration tests: one Kafka broker and three OpenLDAP forests.
+
+A server that cannot start makes the tests that need it ERROR (RigError), never skip.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pytest
+
+from idsync.rig import KafkaBroker, SlapdInstance
+
+
+class Directories(NamedTuple):
+    """The rig's forests: idsync syncs contacts between the user forests and the central one."""
+
+    central: SlapdInstance
+    forest_a: SlapdInstance
+    forest_b: SlapdInstance
+
+
+FOREST_SUFFIXES = {
+    "central": "dc=central,dc=idsync,dc=test",
+    "forest_a": "dc=forest-a,dc=idsync,dc=test",
+    "forest_b": "dc=forest-b,dc=idsync,dc=test",
+}
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def directories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directories]:
+    workdir = tmp_path_factory.mktemp("slapd")
+    instances = {
+        name: SlapdInstance(workdir, name=name, suffix=suffix, admin_password=secrets.token_urlsafe(16))
+        for name, suffix in FOREST_SUFFIXES.items()
+    }
+    try:
+        for instance in instances.values():
+            instance.start()
+        yield Directories(**instances)
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A short name no other test uses, for topics, group ids and OUs: '<test name>-<random hex>'."""
+    test_name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    test_name = test_name.removeprefix("test-")[:24].strip("-")
+    return f"{test_name}-{secrets.token_hex(3)}"
