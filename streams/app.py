@@ -37,6 +37,8 @@ def create_app(topology: Topology) -> faust.App:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         broker_commit_interval=topology.streams.commit_interval_seconds,
+        broker_session_timeout=topology.streams.session_timeout_seconds,
+        broker_heartbeat_interval=topology.streams.session_timeout_seconds / 5,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,

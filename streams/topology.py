@@ -98,6 +98,7 @@ class KafkaSettings:
 class StreamsSettings:
     app_id: str
     commit_interval_seconds: float
+    session_timeout_seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +185,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     topology = Topology(
         kafka=_kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                          "topics"))),
-        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds"))),
+        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds"))),
         forests=_forests(top, source.absolute().parent if source is not None else None),
         contacts=_contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes"))),
         source=source,
@@ -298,6 +299,8 @@ def _streams(sec: _Section) -> StreamsSettings:
     return StreamsSettings(
         app_id=sec.text("app_id", "idsync", check=_KAFKA_NAME),
         commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False),
+        # Kafka's floor for a group session is 6 s (group.min.session.timeout.ms).
+        session_timeout_seconds=sec.number("session_timeout_seconds", 10.0, minimum=6, inclusive=True),
     )
 
 

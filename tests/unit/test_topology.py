@@ -194,6 +194,7 @@ def test_forest_lookup_by_name():
         ({"streams.app_id": "id sync"}, "streams.app_id", "not a valid Kafka name"),
         ({"streams.commit_interval_seconds": 0}, "streams.commit_interval_seconds", "must be > 0, got 0"),
         ({"streams.commit_interval_seconds": "1s"}, "streams.commit_interval_seconds", "expected a number"),
+        ({"streams.session_timeout_seconds": 2}, "streams.session_timeout_seconds", "must be >= 6, got 2"),
         ({"metaverse": {}}, "metaverse", "unknown key"),
         ({"kafka": "localhost:9092"}, "kafka", "expected a mapping, got a string"),
         # forests

@@ -1,0 +1,176 @@
+"""A GAL-sync deployment for one test: its own topics, consumer groups and OUs on the shared servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import ldap3
+import yaml
+
+from idsync.rig import KafkaBroker, SlapdInstance
+from idsync.rig.worker import WorkerProcess
+from idsync.sample_data import ensure_ou
+from streams.lag import consumer_lag
+from streams.topology import Topology, load_topology
+
+T = TypeVar("T")
+FOREST_NAMES = {"central": "central", "forest_a": "forest-a", "forest_b": "forest-b"}
+
+
+def eventually(probe: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll until `probe` returns something truthy; fail with the last value after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s; last value: {value!r}")
+        time.sleep(interval)
+
+
+def entries(directory: SlapdInstance, base: str, search_filter: str = "(objectClass=*)", attributes=("*", "+")) -> dict[str, dict[str, list[str]]]:
+    """{dn: {lower-cased attribute: [values as stored]}} under `base` (subtree)."""
+    with directory.admin_connection() as connection:
+        connection.search(base, search_filter, attributes=list(attributes))
+        return {
+            e["dn"]: {name.lower(): [v.decode() for v in values] for name, values in e["raw_attributes"].items()}
+            for e in connection.response
+            if e.get("type") == "searchResEntry"
+        }
+
+
+@dataclass
+class GalDeployment:
+    name: str
+    workdir: Path
+    broker: KafkaBroker
+    directories: dict[str, SlapdInstance]
+    topology: Topology
+    env: dict[str, str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def central_base(self) -> str:
+        return self.topology.central.base_dn
+
+    def people(self, forest: str) -> str:
+        return self.topology.forest(FOREST_NAMES[forest]).base_dn
+
+    def contacts_ou(self, forest: str) -> str:
+        return self.topology.forest(FOREST_NAMES[forest]).contacts_ou
+
+    def start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(
+            self.topology.source, log_path=self.workdir / f"worker-{len(self.workers)}.log", env=self.env
+        )
+        self.workers.append(worker.start())
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def connection(self, forest: str) -> ldap3.Connection:
+        return self.directories[forest].admin_connection(raise_exceptions=True)
+
+    def add_user(self, forest: str, uid: str, **attributes: str) -> str:
+        dn = f"uid={ldap3.utils.dn.escape_rdn(uid)},{self.people(forest)}"
+        values = {"uid": uid, "cn": uid, "sn": uid, "mail": f"{uid}@{forest}.test"} | attributes
+        with self.connection(forest) as connection:
+            connection.add(dn, ["top", "person", "organizationalPerson", "inetOrgPerson"], values)
+        return dn
+
+    def modify(self, forest: str, dn: str, **replace: str) -> None:
+        with self.connection(forest) as connection:
+            connection.modify(dn, {name: [(ldap3.MODIFY_REPLACE, [value])] for name, value in replace.items()})
+
+    def delete(self, forest: str, dn: str) -> None:
+        with self.connection(forest) as connection:
+            connection.delete(dn)
+
+    def contacts(self, forest: str | None = None) -> dict[str, dict[str, list[str]]]:
+        base = self.contacts_ou(forest) if forest else self.central_base
+        try:
+            return entries(self.directories["central"], base, "(idsyncAnchor=*)")
+        except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+            return {}
+
+    def wait_until_processed(self, timeout: float = 30) -> None:
+        """Every change and contact state so far is committed by the processor and the sink."""
+        kafka = self.topology.kafka
+        groups = (
+            (self.topology.streams.app_id, kafka.topics.changes),
+            (f"{self.topology.streams.app_id}-contact-writer", kafka.topics.contacts),
+        )
+
+        def settled() -> bool:
+            return all(
+                sum(asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic)).values()) == 0
+                for group, topic in groups
+            )
+
+        eventually(settled, timeout=timeout, interval=0.3, what="zero consumer lag")
+
+
+def write_topology(workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance]) -> tuple[Path, dict[str, str]]:
+    """A topology for this test only: OUs, topics and group ids all carry `name`."""
+    env, forests = {}, []
+    central_base = f"ou={name},{directories['central'].suffix}"
+    for key, instance in directories.items():
+        forest_name = FOREST_NAMES[key]
+        variable = f"IDSYNC_TEST_{key.upper()}_PASSWORD"
+        env[variable] = instance.admin_password
+        base = central_base if key == "central" else f"ou={name},{instance.suffix}"
+        with instance.admin_connection(raise_exceptions=True) as connection:
+            ensure_ou(connection, base)
+        forest = {
+            "name": forest_name,
+            "role": "central" if key == "central" else "user",
+            "url": instance.url,
+            "base_dn": base,
+            "bind_dn": instance.admin_dn,
+            "password_env": variable,
+            "change_capture": {"mode": "accesslog-poll", "poll_interval_seconds": 0.1, "overlap_seconds": 2.0},
+        }
+        if key != "central":
+            forest["contacts_ou"] = f"ou={forest_name},{central_base}"
+        forests.append(forest)
+    document = {
+        "kafka": {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "partitions": 3,
+            "topics": {
+                "changes": f"{name}.changes",
+                "positions": f"{name}.positions",
+                "contacts": f"{name}.contacts",
+                "errors": f"{name}.errors",
+            },
+        },
+        "streams": {"app_id": name, "commit_interval_seconds": 0.2},
+        "forests": forests,
+        "contacts": {
+            "attributes": {
+                "displayName": "{displayName}",
+                "sn": "{sn}",
+                "mail": "{mail}",
+                "targetAddress": "SMTP:{mail}",
+                "msRTCSIP-PrimaryUserAddress": "sip:{mail}",
+                "msRTCSIP-UserEnabled": "TRUE",
+            }
+        },
+    }
+    path = workdir / "topology.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path, env
+
+
+def deploy(workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance]) -> GalDeployment:
+    path, env = write_topology(workdir, name, broker, directories)
+    return GalDeployment(
+        name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
+    )

@@ -1,0 +1,147 @@
+"""GAL sync end to end through the real parts: slapd forests -> Kafka -> faust -> slapd central."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.integration.gal import GalDeployment, entries, eventually
+
+pytestmark = pytest.mark.integration
+
+SYNC_DEADLINE = 5.0  # the issue's promise: a change shows in the central forest within 5 s
+
+
+def contact_named(gal: GalDeployment, forest: str, cn: str) -> dict[str, list[str]] | None:
+    return gal.contacts(forest).get(f"cn={cn},{gal.contacts_ou(forest)}")
+
+
+def wait_until_running(gal: GalDeployment) -> None:
+    """The worker is up once a user that existed before it started has its contact (snapshot)."""
+    gal.add_user("forest_a", "before.start", displayName="Before Start")
+    gal.start_worker()
+    eventually(lambda: contact_named(gal, "forest_a", "before.start"), timeout=60, what="first contact")
+
+
+@pytest.mark.parametrize("forest", ["forest_a", "forest_b"])
+def test_user_lifecycle_drives_contact_lifecycle(gal: GalDeployment, forest: str) -> None:
+    wait_until_running(gal)
+
+    dn = gal.add_user(forest, "jane.doe", displayName="Jane Doe", mail="jane@corp.test")
+    contact = eventually(
+        lambda: contact_named(gal, forest, "jane.doe"), timeout=SYNC_DEADLINE, what="contact created"
+    )
+    assert contact["displayname"] == ["Jane Doe"]
+    assert contact["mail"] == ["jane@corp.test"]
+    assert contact["targetaddress"] == ["SMTP:jane@corp.test"]
+    assert contact["msrtcsip-primaryuseraddress"] == ["sip:jane@corp.test"]
+    assert contact["msrtcsip-userenabled"] == ["TRUE"]
+    assert set(contact["objectclass"]) >= {"contact", "organizationalPerson", "person"}
+
+    gal.modify(forest, dn, displayName="Jane Q. Doe")
+    eventually(
+        lambda: (contact_named(gal, forest, "jane.doe") or {}).get("displayname") == ["Jane Q. Doe"],
+        timeout=SYNC_DEADLINE,
+        what="displayName updated",
+    )
+
+    gal.delete(forest, dn)
+    eventually(
+        lambda: contact_named(gal, forest, "jane.doe") is None, timeout=SYNC_DEADLINE, what="contact deleted"
+    )
+    # The other forest's OU was never touched by this forest's user.
+    other = "forest_b" if forest == "forest_a" else "forest_a"
+    assert "jane.doe" not in str(gal.contacts(other))
+
+
+def test_restart_and_kill_recover_metaverse_without_duplicates(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    alice = gal.add_user("forest_a", "alice", displayName="Alice", mail="alice@corp.test")
+    bob = gal.add_user("forest_b", "bob", displayName="Bob", mail="bob@corp.test")
+    eventually(lambda: len(gal.contacts()) == 3, timeout=SYNC_DEADLINE, what="three contacts")
+
+    gal.stop_workers()
+    # Changed while no worker runs: the event carries displayName only, so the contact can only
+    # keep its mail if the metaverse state was recovered from Kafka on restart.
+    gal.modify("forest_a", alice, displayName="Alice Restarted")
+    gal.start_worker()
+    contact = eventually(
+        lambda: (c := contact_named(gal, "forest_a", "alice")) and c["displayname"] == ["Alice Restarted"] and c,
+        timeout=60,
+        what="update after restart",
+    )
+    assert contact["mail"] == ["alice@corp.test"] and contact["targetaddress"] == ["SMTP:alice@corp.test"]
+
+    gal.workers[-1].kill()  # kill -9: no clean shutdown, no final commit
+    gal.modify("forest_b", bob, displayName="Bob Killed")
+    gal.delete("forest_a", alice)
+    gal.start_worker()
+    eventually(
+        lambda: (c := contact_named(gal, "forest_b", "bob")) and c["displayname"] == ["Bob Killed"],
+        timeout=60,
+        what="update after kill -9",
+    )
+    eventually(lambda: contact_named(gal, "forest_a", "alice") is None, timeout=SYNC_DEADLINE, what="delete")
+    gal.wait_until_processed()
+    contacts = gal.contacts()
+    assert sorted(c["idsyncanchor"][0].split("/")[0] for c in contacts.values()) == ["forest-a", "forest-b"]
+    assert contact_named(gal, "forest_b", "bob")["mail"] == ["bob@corp.test"]
+
+
+def test_replaying_every_event_changes_nothing(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    for index in range(5):
+        gal.add_user("forest_a" if index % 2 else "forest_b", f"user{index}", displayName=f"User {index}")
+    eventually(lambda: len(gal.contacts()) == 6, timeout=SYNC_DEADLINE, what="six contacts")
+    gal.wait_until_processed()
+    before = entries(gal.directories["central"], gal.central_base)
+
+    gal.stop_workers()
+    topics = gal.topology.kafka.topics
+    republished = asyncio.run(republish_topic(gal.broker.bootstrap_servers, topics.changes))
+    # Rewind the sink too, so every contact state is written a second time.
+    asyncio.run(
+        rewind_group(gal.broker.bootstrap_servers, f"{gal.topology.streams.app_id}-contact-writer", topics.contacts)
+    )
+    gal.start_worker()
+    gal.wait_until_processed(timeout=60)
+
+    assert republished >= 6
+    after = entries(gal.directories["central"], gal.central_base)
+    # Same entries, and not one written again: entryCSN changes with every write.
+    assert after == before
+
+
+async def republish_topic(bootstrap_servers: str, topic: str) -> int:
+    """Produce every record of `topic` again, as a replaying operator or a confused reader would."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        records = []
+        while batch := await consumer.getmany(timeout_ms=2000):
+            records += [r for rs in batch.values() for r in rs]
+        for record in records:
+            await producer.send(topic, key=record.key, value=record.value)
+        await producer.flush()
+        return len(records)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def rewind_group(bootstrap_servers: str, group_id: str, topic: str) -> None:
+    """Commit offset 0 for every partition, joining the (idle) group to be allowed to."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=500)
+        await consumer.commit({tp: 0 for tp in consumer.assignment()})
+    finally:
+        await consumer.stop()
