@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Sets up everything idsync's tests and demo need on a fresh Debian 12 machine; safe to run again.
+#   1. Debian packages: slapd + ldap-utils (without Debian's own slapd left running), a JRE and Maven.
+#   2. The Python venv .venv with idsync installed editable, with its test extras.
+#   3. The Kafka broker's jars, in the cache directory idsync/rig/kafka.py reads them from.
+# Usage, as root, from anywhere in the repo: bash docker/bootstrap.sh
+set -euo pipefail
+
+KAFKA_VERSION=3.9.2
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KAFKA_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/idsync/kafka-$KAFKA_VERSION
+KAFKA_POM=$REPO_ROOT/docker/kafka/pom.xml
+VENV=$REPO_ROOT/.venv
+PYTHON=${PYTHON:-python3}
+
+say() { echo "bootstrap: $*"; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+trap 'echo "bootstrap: error: command failed (line $LINENO): $BASH_COMMAND" >&2' ERR
+
+# Runs a command with its output held back, and shows that output only if the command fails.
+quietly() {
+    local log status=0
+    log=$(mktemp)
+    "$@" >"$log" 2>&1 || status=$?
+    if (( status != 0 )); then
+        cat "$log" >&2
+    fi
+    rm -f "$log"
+    return "$status"
+}
+
+cd "$REPO_ROOT"
+
+# --- 1. Debian packages -----------------------------------------------------------------------------
+
+missing_packages=()
+dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q 'ok installed' || missing_packages+=(slapd)
+dpkg-query -W -f='${Status}' ldap-utils 2>/dev/null | grep -q 'ok installed' || missing_packages+=(ldap-utils)
+command -v java >/dev/null || missing_packages+=(default-jre-headless)
+command -v mvn >/dev/null || missing_packages+=(maven)
+if [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    missing_packages+=(python3-venv)
+fi
+
+# Debian's slapd package would start a server of its own on port 389 with a generated database;
+# the rig runs its own instances, so keep that one from ever running.
+stop_debian_slapd() {
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now slapd >/dev/null 2>&1 || true
+    fi
+    local pidfile=/run/slapd/slapd.pid
+    if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        say "stopping Debian's default slapd (pid $(cat "$pidfile"))"
+        kill "$(cat "$pidfile")"
+    fi
+}
+
+if (( ${#missing_packages[@]} )); then
+    (( EUID == 0 )) || die "installing ${missing_packages[*]} needs root: run as root"
+    say "installing ${missing_packages[*]}"
+    created_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        # 101 = "action forbidden": package scripts may not start services during this install.
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    install_status=0
+    {
+        quietly apt-get update -q &&
+            quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                "${missing_packages[@]}"
+    } || install_status=$?
+    if (( created_policy )); then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    (( install_status == 0 )) || die "apt-get could not install ${missing_packages[*]} (exit $install_status)"
+    if [[ " ${missing_packages[*]} " == *" slapd "* ]]; then
+        stop_debian_slapd
+    fi
+fi
+
+# --- 2. Python venv ---------------------------------------------------------------------------------
+
+if [[ ! -x $VENV/bin/python ]]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV" || die "cannot create a venv with $PYTHON"
+fi
+# Reinstall only when the packaging changed (or the checkout moved).
+install_stamp=$VENV/.idsync-installed
+wanted_stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) $REPO_ROOT"
+if [[ ! -f $install_stamp || $(cat "$install_stamp") != "$wanted_stamp" ]]; then
+    say "installing idsync (editable) with test extras into $VENV"
+    quietly "$VENV/bin/pip" install --disable-pip-version-check -e '.[test]' ||
+        die "pip install -e '.[test]' failed (its output is above)"
+    echo "$wanted_stamp" >"$install_stamp"
+fi
+
+# --- 3. Kafka jars ----------------------------------------------------------------------------------
+
+grep -q "<version>$KAFKA_VERSION</version>" "$KAFKA_POM" ||
+    die "$KAFKA_POM does not ask for Kafka $KAFKA_VERSION; update KAFKA_VERSION here and in idsync/rig/kafka.py"
+# The marker holds the pom's hash: a changed pom fetches again, an unchanged one never does.
+marker=$KAFKA_CACHE/libs.complete
+pom_hash=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+if [[ ! -f $marker || $(cat "$marker") != "$pom_hash" ]]; then
+    say "fetching Kafka $KAFKA_VERSION jars into $KAFKA_CACHE/libs"
+    mkdir -p "$KAFKA_CACHE"
+    rm -rf "$KAFKA_CACHE/libs.tmp" "$KAFKA_CACHE/libs.old"
+    quietly mvn -q -B -f "$KAFKA_POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_CACHE/libs.tmp" ||
+        die "maven could not fetch the Kafka jars (its output is above)"
+    ls "$KAFKA_CACHE/libs.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null ||
+        die "maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from $KAFKA_CACHE/libs.tmp"
+    # Swap directories rather than overwrite in place: a broker may be starting from the old jars.
+    if [[ -d $KAFKA_CACHE/libs ]]; then
+        mv "$KAFKA_CACHE/libs" "$KAFKA_CACHE/libs.old"
+    fi
+    mv "$KAFKA_CACHE/libs.tmp" "$KAFKA_CACHE/libs"
+    rm -rf "$KAFKA_CACHE/libs.old"
+    echo "$pom_hash" >"$marker"
+fi
+
+say "ready: slapd $(dpkg-query -W -f='${Version}' slapd), Kafka $KAFKA_VERSION jars in $KAFKA_CACHE/libs, venv $VENV"
