@@ -7,12 +7,13 @@ attributes of ``auditWriteObject`` entries.  A record's ``reqStart`` is its posi
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
 from ldap3.utils.dn import parse_dn
 
-from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
+from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp
 from streams.metaverse import classify
 
 # Maintained by the server; never part of what a person changed.
@@ -46,14 +47,17 @@ class RecordError(ValueError):
 
 def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
     """The change an accesslog record describes, or None for operations idsync ignores."""
-    attrs = {name.lower(): [_text(name, v) for v in values] for name, values in raw.items()}
+    req_mods = next((values for name, values in raw.items() if name.lower() == "reqmod"), ())
+    attrs = {
+        name.lower(): [_text(name, v) for v in values] for name, values in raw.items() if name.lower() != "reqmod"
+    }
     position = _single(attrs, "reqstart")
     req_type = _single(attrs, "reqtype")
     dn = _single(attrs, "reqdn")
     object_id = _first(attrs, "reqentryuuid")
     common = {"forest": forest, "position": position, "changed_at": iso_time(position)}
     if req_type == "add":
-        values = _added_values(attrs.get("reqmod", ()))
+        values = _added_values(req_mods)
         object_id = object_id or _first(values, "entryuuid")
         if not object_id:
             raise RecordError(f"add of {dn!r} carries no entryUUID")
@@ -73,7 +77,7 @@ def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
             op=ChangeOp.MODIFY,
             object_id=object_id,
             dn=dn,
-            modifications=parse_modifications(attrs.get("reqmod", ())),
+            modifications=parse_modifications(req_mods),
             **common,
         )
     if req_type == "delete":
@@ -83,7 +87,7 @@ def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
     return None
 
 
-def parse_modifications(req_mods: Sequence[str]) -> tuple[Modification, ...]:
+def parse_modifications(req_mods: Sequence[bytes]) -> tuple[Modification, ...]:
     """Group ``attr:<op> value`` lines into modifications, dropping operational attributes."""
     grouped: list[Modification] = []
     for line in req_mods:
@@ -97,6 +101,21 @@ def parse_modifications(req_mods: Sequence[str]) -> tuple[Modification, ...]:
         else:
             grouped.append(Modification(attribute=name, op=op, values=values))
     return tuple(grouped)
+
+
+def within(dn: str | None, base_dn: str) -> bool:
+    """Whether `dn` is `base_dn` or below it (attribute types and values compared case-insensitively)."""
+    if not dn:
+        return False
+    try:
+        entry, base = _dn_key(dn), _dn_key(base_dn)
+    except Exception:  # noqa: BLE001 - ldap3 raises several types for a malformed DN
+        return False
+    return len(entry) >= len(base) and entry[len(entry) - len(base) :] == base
+
+
+def _dn_key(dn: str) -> list[tuple[str, str]]:
+    return [(name.lower(), _unescape(value).lower()) for name, value, _ in parse_dn(dn)]
 
 
 def position_minus(position: str, seconds: float) -> str:
@@ -142,16 +161,32 @@ def _move(dn: str, attrs: Mapping[str, list[str]], object_id: str, common: dict)
     )
 
 
-def _split_req_mod(line: str) -> tuple[str, ModOp | None, str | None]:
-    name, sep, rest = line.partition(":")
-    if not sep or not rest:
+def _split_req_mod(line: bytes) -> tuple[str, ModOp | None, str | None]:
+    """``attr:<op> value`` -> (attribute, op, value); a binary value comes back base64-encoded
+    under the attribute name with BINARY_SUFFIX, so no value is ever dropped or mangled."""
+    name_part, sep, rest = bytes(line).partition(b":")
+    try:
+        name = name_part.decode("ascii")
+    except UnicodeDecodeError:
+        raise RecordError(f"malformed reqMod {line[:80]!r}") from None
+    if not sep or not rest or not name:
         raise RecordError(f"malformed reqMod {line[:80]!r}")
-    op = _MOD_OPS.get(rest[0])  # '#' (increment) and others are not identity data
-    value = rest[2:] if len(rest) > 1 else None
+    op = _MOD_OPS.get(chr(rest[0]))  # '#' (increment) and others are not identity data
+    if len(rest) <= 1:
+        return name, op, None
+    name, value = attribute_value(name, rest[2:])
     return name, op, value
 
 
-def _added_values(req_mods: Sequence[str]) -> dict[str, list[str]]:
+def attribute_value(name: str, value: bytes) -> tuple[str, str]:
+    """A raw LDAP value as event text: UTF-8 as is, anything else base64 under name;base64."""
+    try:
+        return name, value.decode("utf-8")
+    except UnicodeDecodeError:
+        return name + BINARY_SUFFIX, base64.b64encode(value).decode("ascii")
+
+
+def _added_values(req_mods: Sequence[bytes]) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for line in req_mods:
         name, _, value = _split_req_mod(line)

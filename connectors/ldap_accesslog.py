@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import orjson
 from ldap3 import DEREF_NEVER, SUBTREE
+from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import RecordError, decode_record, position_at, position_minus
+from connectors.accesslog import RecordError, attribute_value, decode_record, position_at, position_minus, within
 from connectors.ldap_session import LdapSession
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import ChangeOp, DirectoryChange
@@ -77,7 +79,7 @@ class AccesslogPollReader:
             self._seen.add(start)
             newest = max(newest, start)
             try:
-                change = decode_record(self.forest, raw)
+                change = self._scoped(decode_record(self.forest, raw))
             except RecordError as exc:
                 rejected.append(RejectedRecord(reason=str(exc), raw=_raw_json(raw), position=start))
                 continue
@@ -85,6 +87,36 @@ class AccesslogPollReader:
                 changes.append(change)
         self._returned_up_to = newest
         return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=newest)
+
+    def _scoped(self, change: DirectoryChange | None) -> DirectoryChange | None:
+        """The change as seen from inside base_dn: moves across its edge become adds or deletes."""
+        if change is None:
+            return None
+        base = self._config.base_dn
+        if change.op is not ChangeOp.MOVE:
+            return change if within(change.dn, base) else None
+        was_inside, is_inside = within(change.old_dn, base), within(change.dn, base)
+        if was_inside and is_inside:
+            return change
+        if was_inside:
+            return replace(change, op=ChangeOp.DELETE, dn=change.old_dn, old_dn=None, modifications=())
+        if is_inside:
+            return self._entry_as_add(change)
+        return None
+
+    def _entry_as_add(self, change: DirectoryChange) -> DirectoryChange | None:
+        """An object moved into scope: read it whole, since its earlier history was not ours."""
+        with self._session.connection() as connection:
+            connection.search(
+                self._config.base_dn,
+                f"(entryUUID={escape_filter_chars(change.object_id)})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=["*", "entryUUID"],
+            )
+            found = [e for e in connection.response if e.get("type") == "searchResEntry"]
+        # Gone again already: the delete that follows in the log says so.
+        return self._snapshot_change(found[0], change.position) if found else None
 
     def _search_accesslog(self, since: str) -> list[tuple[str, dict]]:
         search_filter = f"(&(objectClass=auditWriteObject)(reqResult=0)(reqStart>={since}))"
@@ -141,12 +173,9 @@ class AccesslogPollReader:
     def _snapshot_change(self, entry: dict, position: str) -> DirectoryChange:
         attributes: dict[str, tuple[str, ...]] = {}
         for name, values in entry["raw_attributes"].items():
-            try:
-                attributes[name] = tuple(v.decode("utf-8") for v in values)
-            except UnicodeDecodeError as exc:
-                raise RecordError(
-                    f"entry {entry['dn']!r}: attribute {name!r} holds a value that is not UTF-8 text"
-                ) from exc
+            for value in values:
+                key, text = attribute_value(name, value)
+                attributes[key] = attributes.get(key, ()) + (text,)
         object_id = attributes.pop("entryUUID", (None,))[0]
         if not object_id:
             raise RecordError(f"entry {entry['dn']!r} has no entryUUID")

@@ -18,7 +18,7 @@ import faust
 from faust.types import EventT
 
 from streams.dead_letters import DeadLetter
-from streams.events import DirectoryChange, EventDecodeError
+from streams.events import MAX_EVENT_BYTES, DirectoryChange, EventDecodeError
 from streams.metaverse import SourceObject, apply_change
 from streams.provisioning import ProvisioningError, desired_contact
 from streams.topology import Topology
@@ -91,14 +91,23 @@ def create_app(topology: Topology) -> faust.App:
         if updated is None:
             log.debug("duplicate change skipped key=%s position=%s", change.key, change.position)
             return
-        metaverse[key] = updated.to_bytes()
+        state = updated.to_bytes()
+        if len(state) > MAX_EVENT_BYTES:
+            await dead_letter(event, f"state of {change.dn!r} would be {len(state)} bytes, over the limit", change.forest)
+            return
+        metaverse[key] = state
         try:
             contact = desired_contact(updated, topology)
         except ProvisioningError as exc:
             await dead_letter(event, str(exc), change.forest)
             return
-        if contact is not None:
-            await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
+        if contact is None:
+            return
+        value = contact.to_bytes()
+        if len(value) > MAX_EVENT_BYTES:
+            await dead_letter(event, f"contact {contact.dn!r} would be {len(value)} bytes, over the limit", change.forest)
+            return
+        await contacts.send(key=contact.anchor.encode(), value=value)
 
     return app
 

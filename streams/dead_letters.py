@@ -12,6 +12,8 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "idsync.errors."
+# An oversized record is kept as its first bytes: enough to identify it, small enough to send.
+MAX_DEAD_LETTER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,29 +29,19 @@ class DeadLetter:
     source_position: str | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
+        return [(HEADER_PREFIX + name, value.encode()) for name, value in self._fields()]
+
+    def log(self) -> None:
+        log.warning("dead-letter %s", " ".join(f"{name}={value}" for name, value in self._fields()))
+
+    def _fields(self) -> list[tuple[str, str]]:
         fields = {
             "stage": self.stage,
-            "reason": self.reason,
             "forest": self.forest,
             "topic": self.origin_topic,
             "partition": self.origin_partition,
             "offset": self.origin_offset,
             "source.position": self.source_position,
+            "reason": self.reason,
         }
-        return [
-            (HEADER_PREFIX + name, str(value).encode())
-            for name, value in fields.items()
-            if value is not None
-        ]
-
-    def log(self) -> None:
-        log.warning(
-            "dead-letter stage=%s forest=%s origin=%s[%s]@%s position=%s reason=%s",
-            self.stage,
-            self.forest,
-            self.origin_topic,
-            self.origin_partition,
-            self.origin_offset,
-            self.source_position,
-            self.reason,
-        )
+        return [(name, str(value)) for name, value in fields.items() if value is not None]

@@ -15,6 +15,11 @@ from typing import Any, Mapping
 import orjson
 
 
+# Below Kafka's default limits (message.max.bytes, the producer's max.request.size: 1 MiB),
+# leaving room for key and headers. Larger events go to the error topic instead.
+MAX_EVENT_BYTES = 900 * 1024
+
+
 class EventDecodeError(ValueError):
     """A record value is not a valid event of the expected schema."""
 
@@ -41,6 +46,10 @@ class ModOp(enum.StrEnum):
 
 
 Attributes = Mapping[str, tuple[str, ...]]
+
+# Values travel as text. A value that is not UTF-8 (a photo, a certificate, an objectGUID) is
+# base64-encoded under its attribute name plus this suffix, e.g. "jpegPhoto;base64".
+BINARY_SUFFIX = ";base64"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.backoff import Backoff
-from streams.contracts import ChangeReader, ReadBatch, RetriableError
-from streams.dead_letters import DeadLetter
-from streams.events import ReaderPosition
+from streams.contracts import ChangeReader, ReadBatch, RejectedRecord, RetriableError
+from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
+from streams.events import MAX_EVENT_BYTES, ReaderPosition
 from streams.positions import PositionStore
 from streams.topology import Topics
 
@@ -80,26 +80,32 @@ class SourceRunner:
 
     async def _publish(self, batch: ReadBatch) -> None:
         """Send the batch and wait until Kafka acknowledged every record of it."""
-        deliveries = [
-            await self._producer.send(
-                self._topics.changes, key=change.key.encode(), value=change.to_bytes()
-            )
-            for change in batch.changes
-        ]
-        for rejected in batch.rejected:
+        deliveries = []
+        rejected = list(batch.rejected)
+        for change in batch.changes:
+            value = change.to_bytes()
+            if len(value) > MAX_EVENT_BYTES:
+                rejected.append(
+                    RejectedRecord(
+                        reason=f"{change.op} of {change.dn!r} is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit",
+                        raw=value[:MAX_DEAD_LETTER_BYTES],
+                        position=change.position,
+                    )
+                )
+                continue
+            deliveries.append(await self._producer.send(self._topics.changes, key=change.key.encode(), value=value))
+        for record in rejected:
             letter = DeadLetter(
                 stage="reader",
-                reason=rejected.reason,
+                reason=record.reason,
                 key=None,
-                value=rejected.raw,
+                value=record.raw[:MAX_DEAD_LETTER_BYTES],
                 forest=self._reader.forest,
-                source_position=rejected.position,
+                source_position=record.position,
             )
             letter.log()
             deliveries.append(
-                await self._producer.send(
-                    self._topics.errors, value=letter.value, headers=letter.headers()
-                )
+                await self._producer.send(self._topics.errors, value=letter.value, headers=letter.headers())
             )
         if deliveries:
             await asyncio.gather(*deliveries)

@@ -114,6 +114,56 @@ def test_replaying_every_event_changes_nothing(gal: GalDeployment) -> None:
     assert after == before
 
 
+def test_bad_input_is_dead_lettered_and_the_stream_keeps_flowing(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    topics = gal.topology.kafka.topics
+    asyncio.run(produce(gal.broker.bootstrap_servers, topics.changes, b"forest-a/garbage", b"{not json"))
+    gal.add_user("forest_a", "big.user", description="x" * 1_000_000)
+    hostile = 'Evil, Inc. + "Co" <x>; #1 \\ y (*)=\u00e9'
+    gal.add_user("forest_b", "hostile", cn=hostile, displayName=hostile)
+    gal.add_user("forest_a", "photo.user", jpegPhoto=b"\xff\xd8\xff\x00")
+    gal.add_user("forest_a", "after.bad")
+
+    eventually(lambda: contact_named(gal, "forest_a", "after.bad"), timeout=SYNC_DEADLINE, what="later user synced")
+    eventually(lambda: contact_named(gal, "forest_a", "photo.user"), timeout=SYNC_DEADLINE, what="binary value user")
+    hostile_contacts = [c for c in gal.contacts("forest_b").values() if c.get("displayname") == [hostile]]
+    assert len(hostile_contacts) == 1 and hostile_contacts[0]["cn"] == [hostile]
+    assert contact_named(gal, "forest_a", "big.user") is None
+
+    letters = asyncio.run(read_all(gal.broker.bootstrap_servers, topics.errors, at_least=2))
+    by_stage = {headers["idsync.errors.stage"]: (headers, value) for headers, value in letters}
+    headers, value = by_stage["metaverse"]
+    assert value == b"{not json" and "not JSON" in headers["idsync.errors.reason"]
+    assert headers["idsync.errors.topic"] == topics.changes and "idsync.errors.offset" in headers
+    headers, _ = by_stage["reader"]
+    assert headers["idsync.errors.forest"] == "forest-a"
+    assert "over the" in headers["idsync.errors.reason"] and "big.user" in headers["idsync.errors.reason"]
+
+
+async def produce(bootstrap_servers: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap_servers: str, topic: str, *, at_least: int, timeout: float = 10) -> list:
+    """(headers as str dict, value) of every record, waiting for at least `at_least` of them."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < at_least and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records += [({k: v.decode() for k, v in r.headers}, r.value) for r in batch]
+        return records
+    finally:
+        await consumer.stop()
+
+
 async def republish_topic(bootstrap_servers: str, topic: str) -> int:
     """Produce every record of `topic` again, as a replaying operator or a confused reader would."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest")

@@ -44,7 +44,7 @@ def test_add_becomes_full_entry_without_operational_attributes():
 
 def test_modify_groups_values_and_keeps_whole_attribute_deletes():
     mods = parse_modifications(
-        ["displayName:= Alice Q", "member:+ cn=a", "member:+ cn=b", "mail:-", "description:- d1", "modifyTimestamp:= x"]
+        [b"displayName:= Alice Q", b"member:+ cn=a", b"member:+ cn=b", b"mail:-", b"description:- d1", b"modifyTimestamp:= x"]
     )
     assert mods == (
         Modification(attribute="displayName", op=ModOp.REPLACE, values=("Alice Q",)),
@@ -55,7 +55,7 @@ def test_modify_groups_values_and_keeps_whole_attribute_deletes():
 
 
 def test_replace_with_no_value_clears_the_attribute():
-    assert parse_modifications(["description:="]) == (
+    assert parse_modifications([b"description:="]) == (
         Modification(attribute="description", op=ModOp.REPLACE),
     )
 
@@ -122,9 +122,9 @@ def test_delete_carries_dn_and_uuid():
             {
                 "reqStart": ["20261122050422.000001Z"],
                 "reqType": ["modify"],
-                "reqDN": ["cn=a"],
+                "reqDN": [b"cn=\xff"],
                 "reqEntryUUID": ["u"],
-                "reqMod": [b"description:= \xff\xfe"],
+                "reqMod": ["cn:= a"],
             },
             "not UTF-8",
         ),
@@ -155,3 +155,20 @@ def test_position_arithmetic_is_ordered_text():
     assert position_minus("20261122050422.000012Z", 2) == "20261122050420.000000Z"
     assert position_minus("20260101000000.000001Z", 1.5) < "20260101000000.000001Z"
     assert iso_time("20261122050422.000012Z") == "2026-11-22T05:04:22Z"
+
+
+def test_within_compares_dns_by_components():
+    from connectors.accesslog import within
+
+    assert within("uid=a,OU=People,dc=x", "ou=people,dc=x")
+    assert within("ou=people,dc=x", "ou=people,dc=x")
+    assert within("cn=A\\2Cb,dc=x", "dc=x")
+    assert not within("uid=a,ou=other,dc=x", "ou=people,dc=x")
+    assert not within("uid=a,ou=xpeople,dc=x", "ou=people,dc=x")
+    assert not within(None, "dc=x")
+    assert not within("not a dn", "dc=x")
+
+
+def test_binary_values_travel_base64_encoded_under_a_marked_name():
+    (mod,) = parse_modifications([b"jpegPhoto:= \xff\xd8\xff\x00"])
+    assert mod == Modification(attribute="jpegPhoto;base64", op=ModOp.REPLACE, values=("/9j/AA==",))
