@@ -88,10 +88,10 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 # Reinstall only when the packaging changed (or the checkout moved).
 install_stamp=$VENV/.idsync-installed
-wanted_stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) $REPO_ROOT"
+wanted_stamp="$(cat pyproject.toml docker/constraints.txt | sha256sum | cut -d' ' -f1) $REPO_ROOT"
 if [[ ! -f $install_stamp || $(cat "$install_stamp") != "$wanted_stamp" ]]; then
     say "installing idsync (editable) with test extras into $VENV"
-    quietly "$VENV/bin/pip" install --disable-pip-version-check -e '.[test]' ||
+    quietly "$VENV/bin/pip" install --disable-pip-version-check -c docker/constraints.txt -e '.[test]' ||
         die "pip install -e '.[test]' failed (its output is above)"
     echo "$wanted_stamp" >"$install_stamp"
 fi

@@ -195,3 +195,40 @@ async def rewind_group(bootstrap_servers: str, group_id: str, topic: str) -> Non
         await consumer.commit({tp: 0 for tp in consumer.assignment()})
     finally:
         await consumer.stop()
+
+
+def test_renames_and_moves_follow_the_same_contact(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    dn = gal.add_user("forest_a", "carol", displayName="Carol")
+    first = eventually(lambda: contact_named(gal, "forest_a", "carol"), timeout=SYNC_DEADLINE, what="contact")
+
+    gal.modify("forest_a", dn, cn="Carol Renamed")  # the contact is named after cn
+    renamed = eventually(
+        lambda: contact_named(gal, "forest_a", "Carol Renamed"), timeout=SYNC_DEADLINE, what="contact renamed"
+    )
+    assert renamed["idsyncanchor"] == first["idsyncanchor"] and renamed["entryuuid"] == first["entryuuid"]
+    assert contact_named(gal, "forest_a", "carol") is None
+
+    staff = f"ou=staff,{gal.people('forest_a')}"
+    with gal.connection("forest_a") as connection:
+        connection.add(staff, ["top", "organizationalUnit"])
+        connection.modify_dn(dn, "uid=carol2", new_superior=staff)  # rename and move inside scope
+    gal.modify("forest_a", f"uid=carol2,{staff}", displayName="Carol Moved")
+    eventually(
+        lambda: (contact_named(gal, "forest_a", "Carol Renamed") or {}).get("displayname") == ["Carol Moved"],
+        timeout=SYNC_DEADLINE,
+        what="moved user still updates its contact",
+    )
+
+    outside = f"ou=elsewhere-{gal.name},{gal.directories['forest_a'].suffix}"
+    with gal.connection("forest_a") as connection:
+        connection.add(outside, ["top", "organizationalUnit"])
+        connection.modify_dn(f"uid=carol2,{staff}", "uid=carol2", new_superior=outside)  # leaves scope
+    eventually(lambda: not gal.contacts("forest_a").get(f"cn=Carol Renamed,{gal.contacts_ou('forest_a')}"), timeout=SYNC_DEADLINE, what="contact removed when the user leaves scope")
+    with gal.connection("forest_a") as connection:
+        connection.modify_dn(f"uid=carol2,{outside}", "uid=carol2", new_superior=staff)  # comes back
+    back = eventually(
+        lambda: contact_named(gal, "forest_a", "Carol Renamed"), timeout=SYNC_DEADLINE, what="contact back in scope"
+    )
+    assert back["displayname"] == ["Carol Moved"] and back["mail"] == ["carol@forest_a.test"]
+    assert len(gal.contacts("forest_a")) == 2  # before.start and carol: no duplicate
