@@ -9,7 +9,7 @@ callers turn into a dead-letter record.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import orjson
@@ -85,31 +85,12 @@ class DirectoryChange:
     def key(self) -> str:
         return source_key(self.forest, self.object_id)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": self.SCHEMA,
-            "version": self.VERSION,
-            "forest": self.forest,
-            "object_id": self.object_id,
-            "op": self.op.value,
-            "kind": self.kind.value if self.kind else None,
-            "dn": self.dn,
-            "old_dn": self.old_dn,
-            "attributes": {name: list(values) for name, values in self.attributes.items()},
-            "modifications": [
-                {"attribute": m.attribute, "op": m.op.value, "values": list(m.values)}
-                for m in self.modifications
-            ],
-            "position": self.position,
-            "changed_at": self.changed_at,
-        }
-
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return encode(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> DirectoryChange:
-        _check_schema(data, cls.SCHEMA, cls.VERSION)
+    def from_bytes(cls, raw: bytes | None) -> DirectoryChange:
+        data = decode(raw, cls)
         try:
             kind = data["kind"]
             return cls(
@@ -137,10 +118,6 @@ class DirectoryChange:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> DirectoryChange:
-        return cls.from_dict(_loads(raw))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContactState:
@@ -160,24 +137,11 @@ class ContactState:
     managed_attributes: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": self.SCHEMA,
-                "version": self.VERSION,
-                "anchor": self.anchor,
-                "present": self.present,
-                "container_dn": self.container_dn,
-                "dn": self.dn,
-                "object_classes": list(self.object_classes),
-                "attributes": {name: list(values) for name, values in self.attributes.items()},
-                "managed_attributes": list(self.managed_attributes),
-            }
-        )
+        return encode(self)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> ContactState:
-        data = _loads(raw)
-        _check_schema(data, cls.SCHEMA, cls.VERSION)
+    def from_bytes(cls, raw: bytes | None) -> ContactState:
+        data = decode(raw, cls)
         try:
             present = data["present"]
             if not isinstance(present, bool):
@@ -213,20 +177,11 @@ class ReaderPosition:
     position: str
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": self.SCHEMA,
-                "version": self.VERSION,
-                "reader": self.reader,
-                "mode": self.mode,
-                "position": self.position,
-            }
-        )
+        return encode(self)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> ReaderPosition:
-        data = _loads(raw)
-        _check_schema(data, cls.SCHEMA, cls.VERSION)
+    def from_bytes(cls, raw: bytes | None) -> ReaderPosition:
+        data = decode(raw, cls)
         try:
             return cls(
                 reader=_text(data, "reader"),
@@ -237,28 +192,36 @@ class ReaderPosition:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
 
+def encode(record: Any) -> bytes:
+    """A schema dataclass as orjson: the schema id and version it carries, then its fields.
+
+    orjson writes nested dataclasses as objects, enums as their values, tuples as arrays.
+    """
+    header = {"schema": record.SCHEMA, "version": record.VERSION}
+    return orjson.dumps(header | {f.name: getattr(record, f.name) for f in fields(record)})
+
+
 def source_key(forest: str, object_id: str) -> str:
     return f"{forest}/{object_id}"
 
 
-def _loads(raw: bytes | None) -> Any:
+def decode(raw: bytes | None, kind: Any) -> dict[str, Any]:
+    """The JSON object in `raw`, checked to carry `kind`'s schema id and version."""
     if raw is None:
         raise EventDecodeError("record has no value")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
-
-
-def _check_schema(data: Any, schema: str, version: int) -> None:
     if not isinstance(data, dict):
         raise EventDecodeError(f"expected a JSON object, got {type(data).__name__}")
-    if data.get("schema") != schema:
-        raise EventDecodeError(f"expected schema {schema!r}, got {data.get('schema')!r}")
-    if data.get("version") != version:
+    if data.get("schema") != kind.SCHEMA:
+        raise EventDecodeError(f"expected schema {kind.SCHEMA!r}, got {data.get('schema')!r}")
+    if data.get("version") != kind.VERSION:
         raise EventDecodeError(
-            f"{schema}: unsupported version {data.get('version')!r} (this build reads {version})"
+            f"{kind.SCHEMA}: unsupported version {data.get('version')!r} (this build reads {kind.VERSION})"
         )
+    return data
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:

@@ -8,17 +8,16 @@ case-insensitive and different servers spell them differently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
-
-import orjson
+from typing import Iterable, Mapping
 
 from streams.events import (
     ChangeOp,
     DirectoryChange,
-    EventDecodeError,
     Modification,
     ModOp,
     ObjectKind,
+    decode,
+    encode,
     source_key,
 )
 
@@ -60,27 +59,11 @@ class SourceObject:
         return source_key(self.forest, self.object_id)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": self.SCHEMA,
-                "version": self.VERSION,
-                "forest": self.forest,
-                "object_id": self.object_id,
-                "kind": self.kind.value if self.kind else None,
-                "dn": self.dn,
-                "attributes": {k: list(v) for k, v in self.attributes.items()},
-                "position": self.position,
-                "deleted": self.deleted,
-            }
-        )
+        return encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SourceObject:
-        data: Any = orjson.loads(raw)
-        if data.get("schema") != cls.SCHEMA or data.get("version") != cls.VERSION:
-            raise EventDecodeError(
-                f"metaverse entry has schema {data.get('schema')!r} v{data.get('version')!r}"
-            )
+        data = decode(raw, cls)
         kind = data["kind"]
         return cls(
             forest=data["forest"],
