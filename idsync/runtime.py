@@ -41,7 +41,14 @@ def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
 
 
 def make_reader(forest: Forest) -> ChangeReader:
-    return READERS[forest.change_capture.mode](forest)
+    try:
+        reader = READERS[forest.change_capture.mode]
+    except KeyError:
+        raise ValueError(
+            f"forest {forest.name}: change_capture mode {forest.change_capture.mode!r} has no reader "
+            f"in this build (available: {', '.join(sorted(READERS))})"
+        ) from None
+    return reader(forest)
 
 
 def _producer(topology: Topology) -> AIOKafkaProducer:

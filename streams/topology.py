@@ -27,7 +27,10 @@ from streams.templates import Template, TemplateError, is_attribute_name
 Role = Literal["user", "central"]
 ROLES: tuple[Role, ...] = ("user", "central")
 # Only one way to capture changes exists today; others (syncrepl, AD DirSync...) are added here.
-CHANGE_CAPTURE_MODES = ("accesslog-poll",)
+# accesslog-poll: slapd accesslog polled with an overlap window (connectors/ldap_accesslog.py)
+# accesslog-sync: RFC 4533 refreshAndPersist on slapd's accesslog (push, cookie-resumable)
+# ad-dirsync: Active Directory DirSync control (cookie-resumable, tombstones for deletes)
+CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync")
 DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors"}
