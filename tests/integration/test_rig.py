@@ -10,14 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ldap3
 import pytest
-from ldap3.utils.conv import escape_filter_chars
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from ldap3.utils.conv import escape_filter_chars
 
 from idsync.rig import KafkaBroker, RigError, SlapdInstance
 from idsync.rig.process import ManagedProcess
@@ -35,7 +35,7 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
+def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -169,6 +169,7 @@ FAUST_APP = textwrap.dedent(
 
 # The worker's prints come out through faust's logging, with a log prefix.
 _TOTAL = re.compile(r"TOTAL \S+=\d+")
+_WORKER_READY = "[^Worker]: Ready"
 
 
 def test_faust_table_is_recovered_from_its_changelog_after_a_worker_restart(
@@ -176,13 +177,17 @@ def test_faust_table_is_recovered_from_its_changelog_after_a_worker_restart(
 ) -> None:
     app_file = tmp_path / "rig_faust_app.py"
     app_file.write_text(FAUST_APP)
-    env = {**os.environ, "RIG_APP_ID": unique_name, "RIG_BOOTSTRAP": kafka_broker.bootstrap_servers,
-           "RIG_TOPIC": f"{unique_name}-events"}
+    env = {
+        **os.environ,
+        "RIG_APP_ID": unique_name,
+        "RIG_BOOTSTRAP": kafka_broker.bootstrap_servers,
+        "RIG_TOPIC": f"{unique_name}-events",
+    }
 
     def run_worker(log_name: str) -> ManagedProcess:
         worker = ManagedProcess(
             log_name,
-            [sys.executable, str(app_file), "worker", "--loglevel=warn"],
+            [sys.executable, str(app_file), "worker", "--loglevel=info"],
             log_path=tmp_path / f"{log_name}.log",
             cwd=tmp_path,
             env=env,
@@ -190,10 +195,10 @@ def test_faust_table_is_recovered_from_its_changelog_after_a_worker_restart(
         worker.start()
         return worker
 
-    def totals_printed(worker: ManagedProcess) -> list[str]:
+    def log_of(worker: ManagedProcess) -> str:
         if not worker.running:
             raise AssertionError(f"{worker.name} exited early:\n{worker.log_tail()}")
-        return _TOTAL.findall(worker.log_path.read_text())
+        return worker.log_path.read_text()
 
     def produce(*amounts: int) -> None:
         async def send() -> None:
@@ -210,15 +215,23 @@ def test_faust_table_is_recovered_from_its_changelog_after_a_worker_restart(
     produce(1, 2, 3)
     first = run_worker("worker-1")
     try:
-        _wait_for(lambda: "TOTAL k=6" in totals_printed(first), 30, f"TOTAL k=6 in {first.log_path}")
+        _wait_for(
+            lambda: _WORKER_READY in log_of(first) and "TOTAL k=6" in _TOTAL.findall(log_of(first)),
+            30,
+            f"worker ready and TOTAL k=6 in {first.log_path}",
+        )
     finally:
         first.stop(timeout=15)
     assert first.returncode == 0, first.log_tail()
 
     second = run_worker("worker-2")
     try:
+        # Produce only once recovery is over: here faust 0.15.3 skipped an event produced while a
+        # worker was recovering in about 1 restart in 10 (it logs "Resuming flow" before it seeks to
+        # the committed offsets; compare faust issue #596).
+        _wait_for(lambda: _WORKER_READY in log_of(second), 30, f"worker ready in {second.log_path}")
         produce(4)
-        _wait_for(lambda: totals_printed(second), 30, f"a TOTAL line in {second.log_path}")
+        _wait_for(lambda: _TOTAL.findall(log_of(second)), 30, f"a TOTAL line in {second.log_path}")
     finally:
         second.stop(timeout=15)
     # 4 alone would mean an empty table; 16 would mean the first worker's offsets were not committed.
