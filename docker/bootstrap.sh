@@ -29,6 +29,8 @@ quietly() {
     return "$status"
 }
 
+# The script finds the repo from its own path: a copy run from elsewhere must not set up a venv there.
+[[ -f $REPO_ROOT/pyproject.toml && -f $KAFKA_POM ]] || die "run the script inside the idsync repo (docker/bootstrap.sh)"
 cd "$REPO_ROOT"
 
 # --- 1. Debian packages -----------------------------------------------------------------------------
