@@ -7,7 +7,6 @@ import base64
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,7 +17,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient
 
 from idsync.rig.errors import RigError
-from idsync.rig.ports import free_port, require_free_port
+from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
 
 logger = logging.getLogger(__name__)
@@ -211,7 +210,7 @@ class KafkaBroker:
                         f"kafka broker exited with code {process.returncode} before it was ready; "
                         f"see {self.log_file}:\n{process.log_tail()}"
                     )
-                if _accepts_connections(self.port):
+                if accepts_connections(self.port):
                     # A thread of its own, with its own event loop: start() may be called from a
                     # coroutine, where asyncio.run() is not allowed.
                     try:
@@ -224,14 +223,6 @@ class KafkaBroker:
             f"kafka broker not ready at {self.bootstrap_servers} in time (last error: {last_error!r}); "
             f"see {self.log_file}"
         )
-
-
-def _accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 async def _probe(bootstrap_servers: str) -> None:

@@ -37,6 +37,15 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def accepts_connections(port: int) -> bool:
+    """True once a server listens on 127.0.0.1:port."""
+    try:
+        with socket.create_connection((_LOOPBACK, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def require_free_port(port: int, server: str) -> None:
     if not port_is_free(port):
         raise RigError(f"{server} cannot start: port {_LOOPBACK}:{port} is already in use (a leftover server?)")

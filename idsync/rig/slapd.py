@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from idsync.rig.errors import RigError
-from idsync.rig.ports import free_port, require_free_port
+from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
 
 logger = logging.getLogger(__name__)
@@ -43,15 +42,6 @@ def _slapd() -> str:
     if slapd is None:
         raise RigError("no `slapd` binary found: run `bash docker/bootstrap.sh` from the repo root")
     return slapd
-
-
-def _accepts_connections(port: int) -> bool:
-    # A plain socket first: ldap3 leaks the socket of a refused connection.
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class SlapdInstance:
@@ -176,7 +166,8 @@ class SlapdInstance:
                     f"slapd {self.name} exited with code {process.returncode} before it was ready; "
                     f"see {self.log_file}:\n{process.log_tail()}"
                 )
-            if _accepts_connections(self.port):
+            # A plain socket first: ldap3 leaks the socket of a refused connection.
+            if accepts_connections(self.port):
                 try:
                     with self.admin_connection():
                         return
