@@ -122,12 +122,13 @@ class SlapdInstance:
         return self
 
     def stop(self, timeout: float = 10) -> None:
-        if self._process is not None:
+        """SIGTERM, SIGKILL after timeout. Idempotent."""
+        if self._process is not None and self._process.running:
             self._process.stop(timeout)
             logger.info("slapd stopped name=%s url=%s", self.name, self.url)
 
     def kill(self) -> None:
-        if self._process is not None:
+        if self._process is not None and self._process.running:
             self._process.kill()
             logger.info("slapd killed name=%s url=%s", self.name, self.url)
 
