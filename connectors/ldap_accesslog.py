@@ -168,7 +168,7 @@ class AccesslogPollReader:
                     )
         log.info("snapshot read forest=%s objects=%d rejected=%d", self.forest, len(changes), len(rejected))
         self._returned_up_to = None
-        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=position)
+        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=position, is_snapshot=True)
 
     def _snapshot_change(self, entry: dict, position: str) -> DirectoryChange:
         attributes: dict[str, tuple[str, ...]] = {}

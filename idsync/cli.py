@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
 
-from streams.topology import TopologyError, load_topology
+from streams.topology import Topology, TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "topology.yaml"
 
@@ -19,6 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run every reader, the metaverse processor and the contact writer")
     run.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    full_import = commands.add_parser(
+        "import", help="publish a full snapshot of forests; the worker then deletes what no longer exists"
+    )
+    full_import.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    full_import.add_argument("--full", action="store_true", required=True, help="read every object in scope")
+    full_import.add_argument("--forest", action="append", help="only this forest (repeatable; default: all)")
+    full_import.add_argument(
+        "--allow-mass-delete", action="store_true", help="let this snapshot's sweep exceed the mass-delete guard"
+    )
 
     demo = commands.add_parser(
         "demo", help="start a local broker and directories, sync sample users, print the contacts, stop"
@@ -37,10 +48,26 @@ def main(argv: list[str] | None = None) -> int:
 
         run_worker(topology, loglevel=args.log_level)
         return 0
+    if args.command == "import":
+        return _full_import(topology, args.forest, allow_mass_delete=args.allow_mass_delete)
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return run_demo(topology, workdir=args.workdir)
+
+
+def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_delete: bool) -> int:
+    from idsync.runtime import run_full_import
+
+    try:
+        forests = [topology.forest(name) for name in names] if names else list(topology.forests)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for summary in asyncio.run(run_full_import(topology, forests, allow_mass_delete=allow_mass_delete)):
+        print(f"full import published {summary}")
+    return 0
 
 
 if __name__ == "__main__":

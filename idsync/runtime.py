@@ -14,6 +14,7 @@ from streams.app import add_component, create_app
 from streams.contracts import ChangeReader
 from streams.kafka_topics import ensure_topics
 from streams.positions import PositionStore
+from streams.publisher import ChangePublisher
 from streams.sink_runner import SinkRunner
 from streams.source_runner import SourceRunner
 from streams.topology import Forest, Topology
@@ -75,6 +76,30 @@ async def run_reader(topology: Topology, forest: Forest) -> None:
     finally:
         await reader.close()
         await producer.stop()
+
+
+async def run_full_import(topology: Topology, forests: list[Forest], *, allow_mass_delete: bool) -> list[str]:
+    """Publish a snapshot of each forest, bracketed for mark and sweep; the running worker
+    applies it. The readers' positions are left alone: their streams go on as before."""
+    await ensure_topics(topology.kafka)
+    producer = _producer(topology)
+    await producer.start()
+    summaries = []
+    try:
+        for forest in forests:
+            reader = make_reader(forest)
+            try:
+                batch = await reader.read(None)
+            finally:
+                await reader.close()
+            publisher = ChangePublisher(producer, topics=topology.kafka.topics, forest=forest.name)
+            snapshot = await publisher.publish_snapshot(batch, allow_mass_delete=allow_mass_delete)
+            summaries.append(
+                f"forest={forest.name} snapshot={snapshot} objects={len(batch.changes)} rejected={len(batch.rejected)}"
+            )
+    finally:
+        await producer.stop()
+    return summaries
 
 
 async def run_contact_writer(topology: Topology) -> None:

@@ -15,12 +15,9 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import faust
-from faust.types import EventT
 
 from streams.dead_letters import DeadLetter
-from streams.events import MAX_EVENT_BYTES, DirectoryChange, EventDecodeError
-from streams.metaverse import SourceObject, apply_change
-from streams.provisioning import ProvisioningError, desired_contact
+from streams.processor import MetaverseProcessor
 from streams.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -54,60 +51,34 @@ def create_app(topology: Topology) -> faust.App:
         METAVERSE_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
     )
 
-    async def dead_letter(event: EventT, reason: str, forest: str | None = None) -> None:
-        message = event.message
-        letter = DeadLetter(
-            stage="metaverse",
-            reason=reason,
-            key=message.key,
-            value=message.value,
-            forest=forest,
-            origin_topic=message.topic,
-            origin_partition=message.partition,
-            origin_offset=message.offset,
-        )
-        letter.log()
-        await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
+    processor = MetaverseProcessor(
+        topology,
+        table=metaverse,
+        emit_contact=lambda contact: contacts.send(key=contact.anchor.encode(), value=contact.to_bytes()),
+        partition_of=lambda key: app.producer.key_partition(kafka.topics.changes, key).partition,
+    )
 
     # Concurrency 1: with more, faust can commit past an event still in flight (#606).
     @app.agent(changes, concurrency=1)
     async def maintain_metaverse(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await _process(event)
+            message = event.message
 
-    async def _process(event: EventT) -> None:
-        try:
-            change = DirectoryChange.from_bytes(event.message.value)
-        except EventDecodeError as exc:
-            await dead_letter(event, str(exc))
-            return
-        key = change.key.encode()
-        if event.message.key != key:
-            await dead_letter(event, f"record key does not match its change {change.key!r}", change.forest)
-            return
-        stored = metaverse.get(key)
-        current = SourceObject.from_bytes(stored) if stored is not None else None
-        updated = apply_change(current, change)
-        if updated is None:
-            log.debug("duplicate change skipped key=%s position=%s", change.key, change.position)
-            return
-        state = updated.to_bytes()
-        if len(state) > MAX_EVENT_BYTES:
-            await dead_letter(event, f"state of {change.dn!r} would be {len(state)} bytes, over the limit", change.forest)
-            return
-        metaverse[key] = state
-        try:
-            contact = desired_contact(updated, topology)
-        except ProvisioningError as exc:
-            await dead_letter(event, str(exc), change.forest)
-            return
-        if contact is None:
-            return
-        value = contact.to_bytes()
-        if len(value) > MAX_EVENT_BYTES:
-            await dead_letter(event, f"contact {contact.dn!r} would be {len(value)} bytes, over the limit", change.forest)
-            return
-        await contacts.send(key=contact.anchor.encode(), value=value)
+            async def dead_letter(reason: str, forest: str | None) -> None:
+                letter = DeadLetter(
+                    stage="metaverse",
+                    reason=reason,
+                    key=message.key,
+                    value=message.value,
+                    forest=forest,
+                    origin_topic=message.topic,
+                    origin_partition=message.partition,
+                    origin_offset=message.offset,
+                )
+                letter.log()
+                await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
+
+            await processor.process(message.key, message.value, message.partition, dead_letter)
 
     return app
 

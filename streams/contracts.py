@@ -39,6 +39,9 @@ class ReadBatch:
     rejected: tuple[RejectedRecord, ...]
     # Where the next read starts once everything above is durable in Kafka.
     position: str | None
+    # Every object in scope, as of one moment (a full import): the metaverse may then delete
+    # the objects it does not contain.
+    is_snapshot: bool = False
 
 
 class ChangeReader(Protocol):

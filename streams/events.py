@@ -80,6 +80,8 @@ class DirectoryChange:
     # Opaque, ordered per forest: a re-delivered change carries the same position.
     position: str
     changed_at: str
+    # Set on the adds of a snapshot (full import): the metaverse marks what it saw.
+    snapshot_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -90,7 +92,11 @@ class DirectoryChange:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> DirectoryChange:
-        data = decode(raw, cls)
+        return cls.from_dict(parse(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DirectoryChange:
+        check_schema(data, cls)
         try:
             kind = data["kind"]
             return cls(
@@ -114,9 +120,68 @@ class DirectoryChange:
                 ),
                 position=_text(data, "position"),
                 changed_at=_text(data, "changed_at"),
+                snapshot_id=data.get("snapshot_id"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+
+class SnapshotPhase(enum.StrEnum):
+    BEGIN = "begin"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotMarker:
+    """Brackets a forest's snapshot on the changes topic; sent to every partition.
+
+    At END each partition's processor deletes the forest's objects that the snapshot did not
+    contain and that had no change after it (mark and sweep).
+    """
+
+    SCHEMA = "idsync.snapshot-marker"
+    VERSION = 1
+
+    forest: str
+    snapshot_id: str
+    phase: SnapshotPhase
+    # END only: the newest position the snapshot covers; None when it held no object at all.
+    high_water: str | None = None
+    objects: int = 0
+    # An operator's explicit go-ahead for a sweep larger than the mass-delete guard allows.
+    allow_mass_delete: bool = False
+
+    def to_bytes(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> SnapshotMarker:
+        return cls.from_dict(parse(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotMarker:
+        check_schema(data, cls)
+        try:
+            high_water = data.get("high_water")
+            if high_water is not None and not isinstance(high_water, str):
+                raise TypeError("'high_water' must be a string or null")
+            return cls(
+                forest=_text(data, "forest"),
+                snapshot_id=_text(data, "snapshot_id"),
+                phase=SnapshotPhase(data["phase"]),
+                high_water=high_water,
+                objects=int(data.get("objects", 0)),
+                allow_mass_delete=data.get("allow_mass_delete") is True,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+
+def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker:
+    """A record of the changes topic: a directory change or a snapshot marker."""
+    data = parse(raw)
+    kind = SnapshotMarker if data.get("schema") == SnapshotMarker.SCHEMA else DirectoryChange
+    return kind.from_dict(data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +206,11 @@ class ContactState:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ContactState:
-        data = decode(raw, cls)
+        return cls.from_dict(parse(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContactState:
+        check_schema(data, cls)
         try:
             present = data["present"]
             if not isinstance(present, bool):
@@ -181,7 +250,11 @@ class ReaderPosition:
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> ReaderPosition:
-        data = decode(raw, cls)
+        return cls.from_dict(parse(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReaderPosition:
+        check_schema(data, cls)
         try:
             return cls(
                 reader=_text(data, "reader"),
@@ -205,8 +278,8 @@ def source_key(forest: str, object_id: str) -> str:
     return f"{forest}/{object_id}"
 
 
-def decode(raw: bytes | None, kind: Any) -> dict[str, Any]:
-    """The JSON object in `raw`, checked to carry `kind`'s schema id and version."""
+def parse(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object in a record value."""
     if raw is None:
         raise EventDecodeError("record has no value")
     try:
@@ -215,13 +288,16 @@ def decode(raw: bytes | None, kind: Any) -> dict[str, Any]:
         raise EventDecodeError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EventDecodeError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_schema(data: dict[str, Any], kind: Any) -> None:
     if data.get("schema") != kind.SCHEMA:
         raise EventDecodeError(f"expected schema {kind.SCHEMA!r}, got {data.get('schema')!r}")
     if data.get("version") != kind.VERSION:
         raise EventDecodeError(
             f"{kind.SCHEMA}: unsupported version {data.get('version')!r} (this build reads {kind.VERSION})"
         )
-    return data
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:

@@ -16,8 +16,10 @@ from streams.events import (
     Modification,
     ModOp,
     ObjectKind,
-    decode,
+    SnapshotMarker,
+    check_schema,
     encode,
+    parse,
     source_key,
 )
 
@@ -53,6 +55,8 @@ class SourceObject:
     position: str
     # Deleted objects stay as tombstones so that a late re-delivery cannot revive them.
     deleted: bool = False
+    # The last snapshot (full import) that contained the object: what mark and sweep reads.
+    snapshot: str | None = None
 
     @property
     def key(self) -> str:
@@ -63,7 +67,8 @@ class SourceObject:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SourceObject:
-        data = decode(raw, cls)
+        data = parse(raw)
+        check_schema(data, cls)
         kind = data["kind"]
         return cls(
             forest=data["forest"],
@@ -73,6 +78,7 @@ class SourceObject:
             attributes={k: tuple(v) for k, v in data["attributes"].items()},
             position=data["position"],
             deleted=data["deleted"],
+            snapshot=data.get("snapshot"),
         )
 
 
@@ -83,6 +89,9 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
     after a reader restart or a replay of the topic then changes nothing.
     """
     if current is not None and change.position <= current.position:
+        if change.snapshot_id and current.snapshot != change.snapshot_id and not current.deleted:
+            # Older content than ours, yet proof that the object existed when the snapshot was read.
+            return replace(current, snapshot=change.snapshot_id)
         return None
     if change.op is ChangeOp.ADD:
         return SourceObject(
@@ -92,6 +101,7 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             dn=change.dn,
             attributes=_lowercase_names(change.attributes),
             position=change.position,
+            snapshot=change.snapshot_id,
         )
     base = current if current is not None and not current.deleted else None
     kind = change.kind or (current.kind if current is not None else None)
@@ -116,6 +126,34 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             position=change.position,
         )
     return replace(base, kind=kind, dn=change.dn, attributes=attributes, position=change.position)
+
+
+def sweep_candidates(entries: Iterable[SourceObject], marker: SnapshotMarker) -> list[SourceObject]:
+    """Objects of the marker's forest that its snapshot did not contain, and that no change
+    newer than the snapshot touched: they were deleted while nobody was listening."""
+    return [
+        entry
+        for entry in entries
+        if entry.forest == marker.forest
+        and not entry.deleted
+        and entry.snapshot != marker.snapshot_id
+        and (marker.high_water is None or entry.position <= marker.high_water)
+    ]
+
+
+def sweep_refusal(candidates: int, live: int, *, max_fraction: float, always_allowed: int) -> str | None:
+    """Why a sweep must not run, or None. Guards against mass deletes from a bad snapshot
+    (an empty OU, a wrong base DN, a directory restored from an old backup)."""
+    if candidates <= always_allowed or candidates <= max_fraction * live:
+        return None
+    return (
+        f"snapshot would delete {candidates} of {live} objects, over the limit of "
+        f"{max_fraction:.0%} (or {always_allowed} objects)"
+    )
+
+
+def tombstone(entry: SourceObject) -> SourceObject:
+    return replace(entry, attributes={}, deleted=True)
 
 
 def apply_modifications(

@@ -1,4 +1,8 @@
-"""Drives one change reader: publish its changes, then advance its stored position."""
+"""Drives one change reader: publish its changes, then advance its stored position.
+
+A reader with no stored position (first start, or after its mode changed) starts with a
+snapshot, published as a full import so that the metaverse can sweep what no longer exists.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.backoff import Backoff
-from streams.contracts import ChangeReader, ReadBatch, RejectedRecord, RetriableError
-from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
-from streams.events import MAX_EVENT_BYTES, ReaderPosition
+from streams.contracts import ChangeReader, RetriableError
+from streams.events import ReaderPosition
 from streams.positions import PositionStore
+from streams.publisher import ChangePublisher
 from streams.topology import Topics
 
 log = logging.getLogger(__name__)
@@ -28,9 +32,8 @@ class SourceRunner:
         topics: Topics,
     ) -> None:
         self._reader = reader
-        self._producer = producer
         self._positions = positions
-        self._topics = topics
+        self._publisher = ChangePublisher(producer, topics=topics, forest=reader.forest)
 
     @property
     def reader_id(self) -> str:
@@ -42,7 +45,10 @@ class SourceRunner:
         while True:
             try:
                 batch = await self._reader.read(position)
-                await self._publish(batch)
+                if batch.is_snapshot:
+                    await self._publisher.publish_snapshot(batch)
+                else:
+                    await self._publisher.publish(batch)
             except (RetriableError, KafkaError) as exc:
                 delay = backoff.next_delay()
                 log.warning(
@@ -77,36 +83,3 @@ class SourceRunner:
             return None
         log.info("reader resumes forest=%s position=%s", self._reader.forest, stored.position)
         return stored.position
-
-    async def _publish(self, batch: ReadBatch) -> None:
-        """Send the batch and wait until Kafka acknowledged every record of it."""
-        deliveries = []
-        rejected = list(batch.rejected)
-        for change in batch.changes:
-            value = change.to_bytes()
-            if len(value) > MAX_EVENT_BYTES:
-                rejected.append(
-                    RejectedRecord(
-                        reason=f"{change.op} of {change.dn!r} is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit",
-                        raw=value[:MAX_DEAD_LETTER_BYTES],
-                        position=change.position,
-                    )
-                )
-                continue
-            deliveries.append(await self._producer.send(self._topics.changes, key=change.key.encode(), value=value))
-        for record in rejected:
-            letter = DeadLetter(
-                stage="reader",
-                reason=record.reason,
-                key=None,
-                value=record.raw[:MAX_DEAD_LETTER_BYTES],
-                forest=self._reader.forest,
-                source_position=record.position,
-            )
-            letter.log()
-            deliveries.append(
-                await self._producer.send(self._topics.errors, value=letter.value, headers=letter.headers())
-            )
-        if deliveries:
-            await asyncio.gather(*deliveries)
-            log.debug("published forest=%s changes=%d", self._reader.forest, len(batch.changes))

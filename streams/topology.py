@@ -102,6 +102,8 @@ class StreamsSettings:
     app_id: str
     commit_interval_seconds: float
     session_timeout_seconds: float
+    sweep_max_fraction: float
+    sweep_always_allowed: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +190,8 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     topology = Topology(
         kafka=_kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                          "topics"))),
-        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds"))),
+        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
+                                             "sweep_max_fraction", "sweep_always_allowed"))),
         forests=_forests(top, source.absolute().parent if source is not None else None),
         contacts=_contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes"))),
         source=source,
@@ -304,6 +307,8 @@ def _streams(sec: _Section) -> StreamsSettings:
         commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False),
         # Kafka's floor for a group session is 6 s (group.min.session.timeout.ms).
         session_timeout_seconds=sec.number("session_timeout_seconds", 10.0, minimum=6, inclusive=True),
+        sweep_max_fraction=sec.number("sweep_max_fraction", 0.25, minimum=0, inclusive=True),
+        sweep_always_allowed=sec.integer("sweep_always_allowed", 10, minimum=0),
     )
 
 

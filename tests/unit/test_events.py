@@ -81,3 +81,16 @@ def test_contact_state_round_trip_and_checks():
 def test_reader_position_round_trip():
     position = ReaderPosition(reader="forest/a", mode="accesslog-poll", position="20261122050000.000001Z")
     assert ReaderPosition.from_bytes(position.to_bytes()) == position
+
+
+def test_changes_topic_carries_changes_and_snapshot_markers():
+    from streams.events import SnapshotMarker, SnapshotPhase, decode_change_topic
+
+    marker = SnapshotMarker(forest="f", snapshot_id="s", phase=SnapshotPhase.END, high_water=None, objects=0)
+    assert decode_change_topic(marker.to_bytes()) == marker
+    change = DirectoryChange(
+        forest="f", object_id="o", op=ChangeOp.DELETE, dn="cn=o", position="p", changed_at="t", snapshot_id="s"
+    )
+    assert decode_change_topic(change.to_bytes()) == change
+    with pytest.raises(EventDecodeError, match="phase"):
+        decode_change_topic(orjson.dumps({"schema": "idsync.snapshot-marker", "version": 1, "forest": "f", "snapshot_id": "s"}))

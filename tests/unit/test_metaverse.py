@@ -89,3 +89,48 @@ def test_classify():
     assert classify(["groupOfNames"]) is ObjectKind.GROUP
     assert classify(["organizationalUnit"]) is ObjectKind.OTHER
     assert classify(["user", "computer"]) is ObjectKind.OTHER
+
+
+def snapshot_add(position, snapshot_id, object_id="u1"):
+    return DirectoryChange(
+        forest="forest-a",
+        object_id=object_id,
+        op=ChangeOp.ADD,
+        kind=ObjectKind.USER,
+        dn=f"uid={object_id},dc=a",
+        attributes={"cn": (object_id,)},
+        position=position,
+        changed_at="2026-11-22T05:00:00Z",
+        snapshot_id=snapshot_id,
+    )
+
+
+def test_snapshot_marks_even_an_entry_newer_than_the_snapshot():
+    newer = apply_change(None, change(ChangeOp.ADD, "20261122060000.000000Z", kind=ObjectKind.USER))
+    marked = apply_change(newer, snapshot_add("20261122050000.000000Z", "s1"))
+    assert marked.snapshot == "s1" and marked.attributes == newer.attributes and marked.position == newer.position
+    assert apply_change(marked, snapshot_add("20261122050000.000000Z", "s1")) is None
+
+
+def test_sweep_takes_unmarked_objects_no_newer_than_the_snapshot():
+    from streams.events import SnapshotMarker, SnapshotPhase
+    from streams.metaverse import sweep_candidates
+
+    seen = apply_change(None, snapshot_add("20261122050000.000000Z", "s1", "seen"))
+    vanished = apply_change(None, snapshot_add("20261122040000.000000Z", "s0", "vanished"))
+    created_after = apply_change(None, snapshot_add("20261122070000.000000Z", None, "late"))
+    dead = SourceObject(forest="forest-a", object_id="dead", kind=ObjectKind.USER, dn="x", position="1", deleted=True)
+    other_forest = SourceObject(forest="forest-b", object_id="b", kind=ObjectKind.USER, dn="y", position="1")
+    marker = SnapshotMarker(forest="forest-a", snapshot_id="s1", phase=SnapshotPhase.END, high_water="20261122050000.000000Z")
+    assert sweep_candidates([seen, vanished, created_after, dead, other_forest], marker) == [vanished]
+    empty = SnapshotMarker(forest="forest-a", snapshot_id="s2", phase=SnapshotPhase.END, high_water=None)
+    assert sweep_candidates([seen, created_after], empty) == [seen, created_after]
+
+
+def test_mass_delete_guard():
+    from streams.metaverse import sweep_refusal
+
+    assert sweep_refusal(3, 4, max_fraction=0.25, always_allowed=10) is None
+    assert sweep_refusal(25, 100, max_fraction=0.25, always_allowed=10) is None
+    refusal = sweep_refusal(26, 100, max_fraction=0.25, always_allowed=10)
+    assert "26 of 100" in refusal and "25%" in refusal

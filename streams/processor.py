@@ -1,0 +1,115 @@
+"""The metaverse processor: folds each record of the changes topic into the metaverse and
+decides the contacts that follow from it.
+
+Kept apart from faust's wiring (streams/app.py): it sees the table as a mapping and reaches
+Kafka only through the two callables it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Awaitable, Callable, MutableMapping
+
+from streams.events import (
+    MAX_EVENT_BYTES,
+    ContactState,
+    DirectoryChange,
+    EventDecodeError,
+    SnapshotMarker,
+    SnapshotPhase,
+    decode_change_topic,
+)
+from streams.metaverse import SourceObject, apply_change, sweep_candidates, sweep_refusal, tombstone
+from streams.provisioning import ProvisioningError, desired_contact
+from streams.topology import Topology
+
+log = logging.getLogger(__name__)
+
+DeadLetterFn = Callable[[str, str | None], Awaitable[None]]
+
+
+class MetaverseProcessor:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        table: MutableMapping[bytes, bytes],
+        emit_contact: Callable[[ContactState], Awaitable[None]],
+        partition_of: Callable[[bytes], int],
+    ) -> None:
+        self._topology = topology
+        self._table = table
+        self._emit_contact = emit_contact
+        self._partition_of = partition_of
+
+    async def process(self, key: bytes | None, value: bytes | None, partition: int, dead_letter: DeadLetterFn) -> None:
+        try:
+            record = decode_change_topic(value)
+        except EventDecodeError as exc:
+            await dead_letter(str(exc), None)
+            return
+        if isinstance(record, SnapshotMarker):
+            await self._on_marker(record, partition, dead_letter)
+        elif key != record.key.encode():
+            await dead_letter(f"record key does not match its change {record.key!r}", record.forest)
+        else:
+            await self._on_change(key, record, dead_letter)
+
+    async def _on_change(self, key: bytes, change: DirectoryChange, dead_letter: DeadLetterFn) -> None:
+        stored = self._table.get(key)
+        current = SourceObject.from_bytes(stored) if stored is not None else None
+        updated = apply_change(current, change)
+        if updated is None:
+            log.debug("duplicate change skipped key=%s position=%s", change.key, change.position)
+            return
+        state = updated.to_bytes()
+        if len(state) > MAX_EVENT_BYTES:
+            await dead_letter(f"state of {change.dn!r} would be {len(state)} bytes, over the limit", change.forest)
+            return
+        self._table[key] = state
+        if current is not None and replace(current, snapshot=updated.snapshot) == updated:
+            return  # only the snapshot mark moved: the contact is as it was
+        await self._provision(updated, change.dn, dead_letter)
+
+    async def _on_marker(self, marker: SnapshotMarker, partition: int, dead_letter: DeadLetterFn) -> None:
+        if marker.phase is SnapshotPhase.BEGIN:
+            log.info("snapshot begins forest=%s snapshot=%s partition=%d", marker.forest, marker.snapshot_id, partition)
+            return
+        entries = {
+            key: SourceObject.from_bytes(value)
+            for key, value in list(self._table.items())
+            if self._partition_of(key) == partition
+        }
+        live = sum(1 for e in entries.values() if e.forest == marker.forest and not e.deleted)
+        candidates = sweep_candidates(entries.values(), marker)
+        guard = self._topology.streams
+        refusal = sweep_refusal(
+            len(candidates), live, max_fraction=guard.sweep_max_fraction, always_allowed=guard.sweep_always_allowed
+        )
+        if refusal and not marker.allow_mass_delete:
+            log.error("snapshot sweep refused forest=%s snapshot=%s partition=%d reason=%s",
+                      marker.forest, marker.snapshot_id, partition, refusal)
+            await dead_letter(refusal, marker.forest)
+            return
+        for entry in candidates:
+            gone = tombstone(entry)
+            self._table[entry.key.encode()] = gone.to_bytes()
+            await self._provision(gone, entry.dn, dead_letter)
+        log.info(
+            "snapshot swept forest=%s snapshot=%s partition=%d deleted=%d live=%d",
+            marker.forest, marker.snapshot_id, partition, len(candidates), live,
+        )
+
+    async def _provision(self, entry: SourceObject, dn: str, dead_letter: DeadLetterFn) -> None:
+        try:
+            contact = desired_contact(entry, self._topology)
+        except ProvisioningError as exc:
+            await dead_letter(str(exc), entry.forest)
+            return
+        if contact is None:
+            return
+        if len(value := contact.to_bytes()) > MAX_EVENT_BYTES:
+            await dead_letter(f"contact for {dn!r} would be {len(value)} bytes, over the limit", entry.forest)
+            return
+        await self._emit_contact(contact)

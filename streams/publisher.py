@@ -1,0 +1,83 @@
+"""Publishing what a reader read: changes to the changes topic, bad records to the error topic,
+and snapshots bracketed by markers that every partition's processor sees."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+
+from aiokafka import AIOKafkaProducer
+
+from streams.contracts import ReadBatch, RejectedRecord
+from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
+from streams.events import MAX_EVENT_BYTES, SnapshotMarker, SnapshotPhase
+from streams.topology import Topics
+
+log = logging.getLogger(__name__)
+
+
+class ChangePublisher:
+    def __init__(self, producer: AIOKafkaProducer, *, topics: Topics, forest: str) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._forest = forest
+
+    async def publish(self, batch: ReadBatch) -> None:
+        """Send the batch and wait until Kafka acknowledged every record of it."""
+        deliveries = []
+        rejected = list(batch.rejected)
+        for change in batch.changes:
+            value = change.to_bytes()
+            if len(value) > MAX_EVENT_BYTES:
+                reason = f"{change.op} of {change.dn!r} is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit"
+                rejected.append(RejectedRecord(reason=reason, raw=value, position=change.position))
+                continue
+            deliveries.append(await self._producer.send(self._topics.changes, key=change.key.encode(), value=value))
+        for record in rejected:
+            deliveries.append(await self._dead_letter(record))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+            log.debug("published forest=%s changes=%d rejected=%d", self._forest, len(batch.changes), len(rejected))
+
+    async def publish_snapshot(self, batch: ReadBatch, *, allow_mass_delete: bool = False) -> str:
+        """Publish a snapshot between BEGIN and END markers; returns the snapshot's id."""
+        snapshot_id = uuid.uuid4().hex
+        changes = tuple(replace(change, snapshot_id=snapshot_id) for change in batch.changes)
+        begin = SnapshotMarker(forest=self._forest, snapshot_id=snapshot_id, phase=SnapshotPhase.BEGIN)
+        end = replace(
+            begin,
+            phase=SnapshotPhase.END,
+            high_water=max((change.position for change in changes), default=None),
+            objects=len(changes),
+            allow_mass_delete=allow_mass_delete,
+        )
+        await self._broadcast(begin)
+        await self.publish(replace(batch, changes=changes))
+        await self._broadcast(end)
+        log.info("snapshot published forest=%s snapshot=%s objects=%d", self._forest, snapshot_id, len(changes))
+        return snapshot_id
+
+    async def _broadcast(self, marker: SnapshotMarker) -> None:
+        """Every partition gets the marker: each one sweeps the objects it holds."""
+        key = f"{self._forest}/snapshot".encode()
+        value = marker.to_bytes()
+        partitions = sorted(await self._producer.partitions_for(self._topics.changes))
+        deliveries = [
+            await self._producer.send(self._topics.changes, key=key, value=value, partition=partition)
+            for partition in partitions
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def _dead_letter(self, record: RejectedRecord) -> asyncio.Future:
+        letter = DeadLetter(
+            stage="reader",
+            reason=record.reason,
+            key=None,
+            value=record.raw[:MAX_DEAD_LETTER_BYTES],
+            forest=self._forest,
+            source_position=record.position,
+        )
+        letter.log()
+        return await self._producer.send(self._topics.errors, value=letter.value, headers=letter.headers())
