@@ -12,17 +12,22 @@ the source offset, and re-delivered changes are recognised by their source posit
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import faust
 
 from streams.dead_letters import DeadLetter
-from streams.processor import MetaverseProcessor
+from streams.events import ContactState, Heartbeat
+from streams.processor import MetaverseProcessor, Record
+from streams.range_reader import RangeReader
 from streams.topology import Topology
 
 log = logging.getLogger(__name__)
 
 METAVERSE_TABLE = "metaverse"
+PROGRESS_TABLE = "progress"
+HEARTBEAT_INTERVAL_SECONDS = 30.0
 
 
 def create_app(topology: Topology) -> faust.App:
@@ -51,11 +56,36 @@ def create_app(topology: Topology) -> faust.App:
         METAVERSE_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
     )
 
+    # The last offset processed per partition of the changes topic: how skipped records are noticed.
+    progress = app.Table(
+        PROGRESS_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
+    )
+
+    async def dead_letter(record: Record, reason: str, forest: str | None) -> None:
+        letter = DeadLetter(
+            stage="metaverse",
+            reason=reason,
+            key=record.key,
+            value=record.value,
+            forest=forest,
+            origin_topic=record.topic,
+            origin_partition=record.partition,
+            origin_offset=record.offset,
+        )
+        letter.log()
+        await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
+
+    async def emit_contact(contact: ContactState) -> None:
+        await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
+
     processor = MetaverseProcessor(
         topology,
         table=metaverse,
-        emit_contact=lambda contact: contacts.send(key=contact.anchor.encode(), value=contact.to_bytes()),
+        progress=progress,
+        emit_contact=emit_contact,
+        dead_letter=dead_letter,
         partition_of=lambda key: app.producer.key_partition(kafka.topics.changes, key).partition,
+        read_range=RangeReader(bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.changes),
     )
 
     # Concurrency 1: with more, faust can commit past an event still in flight (#606).
@@ -63,22 +93,15 @@ def create_app(topology: Topology) -> faust.App:
     async def maintain_metaverse(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            await processor.process(
+                Record(message.key, message.value, message.topic, message.partition, message.offset)
+            )
 
-            async def dead_letter(reason: str, forest: str | None) -> None:
-                letter = DeadLetter(
-                    stage="metaverse",
-                    reason=reason,
-                    key=message.key,
-                    value=message.value,
-                    forest=forest,
-                    origin_topic=message.topic,
-                    origin_partition=message.partition,
-                    origin_offset=message.offset,
-                )
-                letter.log()
-                await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
-
-            await processor.process(message.key, message.value, message.partition, dead_letter)
+    @app.timer(interval=HEARTBEAT_INTERVAL_SECONDS)
+    async def send_heartbeats() -> None:
+        value = Heartbeat(sent_at=datetime.now(timezone.utc).isoformat()).to_bytes()
+        for partition in range(kafka.partitions):
+            await changes.send(key=b"heartbeat", value=value, partition=partition)
 
     return app
 

@@ -177,11 +177,35 @@ class SnapshotMarker:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker:
-    """A record of the changes topic: a directory change or a snapshot marker."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """Sent to every partition of the changes topic now and then, so that a partition with no
+    traffic still shows the processor whether records were skipped before it."""
+
+    SCHEMA = "idsync.heartbeat"
+    VERSION = 1
+
+    sent_at: str
+
+    def to_bytes(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Heartbeat:
+        check_schema(data, cls)
+        try:
+            return cls(sent_at=_text(data, "sent_at"))
+        except (KeyError, TypeError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+
+_CHANGE_TOPIC_KINDS = {kind.SCHEMA: kind for kind in (SnapshotMarker, Heartbeat)}
+
+
+def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker | Heartbeat:
+    """A record of the changes topic: a directory change, a snapshot marker or a heartbeat."""
     data = parse(raw)
-    kind = SnapshotMarker if data.get("schema") == SnapshotMarker.SCHEMA else DirectoryChange
-    return kind.from_dict(data)
+    return _CHANGE_TOPIC_KINDS.get(data.get("schema"), DirectoryChange).from_dict(data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ Kafka only through the two callables it is given.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, MutableMapping
 
 from streams.events import (
@@ -16,6 +16,7 @@ from streams.events import (
     ContactState,
     DirectoryChange,
     EventDecodeError,
+    Heartbeat,
     SnapshotMarker,
     SnapshotPhase,
     decode_change_topic,
@@ -26,7 +27,19 @@ from streams.topology import Topology
 
 log = logging.getLogger(__name__)
 
-DeadLetterFn = Callable[[str, str | None], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of the changes topic, as faust or a plain consumer delivered it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+DeadLetterFn = Callable[[Record, str, str | None], Awaitable[None]]
+RangeReader = Callable[[int, int, int], Awaitable[list[Record]]]
 
 
 class MetaverseProcessor:
@@ -35,26 +48,58 @@ class MetaverseProcessor:
         topology: Topology,
         *,
         table: MutableMapping[bytes, bytes],
+        progress: MutableMapping[bytes, bytes],
         emit_contact: Callable[[ContactState], Awaitable[None]],
+        dead_letter: DeadLetterFn,
         partition_of: Callable[[bytes], int],
+        read_range: RangeReader,
     ) -> None:
         self._topology = topology
         self._table = table
+        self._progress = progress
         self._emit_contact = emit_contact
+        self._dead_letter = dead_letter
         self._partition_of = partition_of
+        self._read_range = read_range
 
-    async def process(self, key: bytes | None, value: bytes | None, partition: int, dead_letter: DeadLetterFn) -> None:
+    async def process(self, record: Record) -> None:
+        """Process a record, first re-reading any records of its partition that never arrived.
+
+        Offsets of the changes topic are contiguous (no transactions, no compaction), so a
+        jump past the last processed offset means records were skipped on the way: faust
+        0.15 can skip records produced while a worker recovers (faust issue #596).
+        """
+        progress_key = b"%d" % record.partition
+        last = self._progress.get(progress_key)
+        if last is not None and record.offset > int(last) + 1:
+            missing = await self._read_range(record.partition, int(last) + 1, record.offset)
+            log.warning(
+                "skipped records re-read topic=%s partition=%d from=%d to=%d count=%d",
+                record.topic, record.partition, int(last) + 1, record.offset, len(missing),
+            )
+            for skipped in missing:
+                await self._process_one(skipped)
+        await self._process_one(record)
+        if last is None or record.offset > int(last):
+            self._progress[progress_key] = b"%d" % record.offset
+
+    async def _process_one(self, record: Record) -> None:
+        async def dead_letter(reason: str, forest: str | None) -> None:
+            await self._dead_letter(record, reason, forest)
+
         try:
-            record = decode_change_topic(value)
+            decoded = decode_change_topic(record.value)
         except EventDecodeError as exc:
             await dead_letter(str(exc), None)
             return
-        if isinstance(record, SnapshotMarker):
-            await self._on_marker(record, partition, dead_letter)
-        elif key != record.key.encode():
-            await dead_letter(f"record key does not match its change {record.key!r}", record.forest)
+        if isinstance(decoded, Heartbeat):
+            return
+        if isinstance(decoded, SnapshotMarker):
+            await self._on_marker(decoded, record.partition, dead_letter)
+        elif record.key != decoded.key.encode():
+            await dead_letter(f"record key does not match its change {decoded.key!r}", decoded.forest)
         else:
-            await self._on_change(key, record, dead_letter)
+            await self._on_change(record.key, decoded, dead_letter)
 
     async def _on_change(self, key: bytes, change: DirectoryChange, dead_letter: DeadLetterFn) -> None:
         stored = self._table.get(key)
@@ -74,7 +119,7 @@ class MetaverseProcessor:
 
     async def _on_marker(self, marker: SnapshotMarker, partition: int, dead_letter: DeadLetterFn) -> None:
         if marker.phase is SnapshotPhase.BEGIN:
-            log.info("snapshot begins forest=%s snapshot=%s partition=%d", marker.forest, marker.snapshot_id, partition)
+            log.debug("snapshot begins forest=%s snapshot=%s partition=%d", marker.forest, marker.snapshot_id, partition)
             return
         entries = {
             key: SourceObject.from_bytes(value)

@@ -9,9 +9,13 @@ from tests.integration.gal import GalDeployment, deploy
 
 
 @pytest.fixture
-def gal(kafka_broker, directories, unique_name: str, tmp_path: Path) -> Iterator[GalDeployment]:
-    """A GAL-sync deployment of this test's own; its workers are stopped afterwards."""
-    deployment = deploy(tmp_path, unique_name, kafka_broker, directories._asdict())
+def gal(kafka_broker, directories, unique_name: str, tmp_path: Path, request) -> Iterator[GalDeployment]:
+    """A GAL-sync deployment of this test's own; its workers are stopped afterwards.
+
+    `@pytest.mark.streams(setting=value)` on a test overrides its topology's streams settings.
+    """
+    marker = request.node.get_closest_marker("streams")
+    deployment = deploy(tmp_path, unique_name, kafka_broker, directories._asdict(), **(marker.kwargs if marker else {}))
     try:
         yield deployment
     finally:

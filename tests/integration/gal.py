@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +78,18 @@ class GalDeployment:
         for worker in self.workers:
             worker.stop()
 
+    def idsync(self, *args: str) -> str:
+        """Run the idsync command against this deployment; its output, or a failure with it."""
+        done = subprocess.run(
+            [sys.executable, "-m", "idsync.cli", *args, "--topology", str(self.topology.source)],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"idsync {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        return done.stdout
+
     def connection(self, forest: str) -> ldap3.Connection:
         return self.directories[forest].admin_connection(raise_exceptions=True)
 
@@ -117,7 +132,9 @@ class GalDeployment:
         eventually(settled, timeout=timeout, interval=0.3, what="zero consumer lag")
 
 
-def write_topology(workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance]) -> tuple[Path, dict[str, str]]:
+def write_topology(
+    workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance], streams: dict
+) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`."""
     env, forests = {}, []
     central_base = f"ou={name},{directories['central'].suffix}"
@@ -151,7 +168,7 @@ def write_topology(workdir: Path, name: str, broker: KafkaBroker, directories: d
                 "errors": f"{name}.errors",
             },
         },
-        "streams": {"app_id": name, "commit_interval_seconds": 0.2},
+        "streams": {"app_id": name, "commit_interval_seconds": 0.2} | streams,
         "forests": forests,
         "contacts": {
             "attributes": {
@@ -169,8 +186,11 @@ def write_topology(workdir: Path, name: str, broker: KafkaBroker, directories: d
     return path, env
 
 
-def deploy(workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance]) -> GalDeployment:
-    path, env = write_topology(workdir, name, broker, directories)
+def deploy(
+    workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance], **streams: object
+) -> GalDeployment:
+    """`streams` overrides settings of the topology's streams section for this deployment."""
+    path, env = write_topology(workdir, name, broker, directories, streams)
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
     )

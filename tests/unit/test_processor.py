@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.events import ChangeOp, DirectoryChange, ObjectKind, SnapshotMarker, SnapshotPhase
-from streams.processor import MetaverseProcessor
+from streams.events import ChangeOp, DirectoryChange, Heartbeat, ObjectKind, SnapshotMarker, SnapshotPhase
+from streams.processor import MetaverseProcessor, Record
 from streams.topology import load_topology
 
 TOPOLOGY = load_topology(Path(__file__).parents[2] / "topology.yaml")
@@ -30,27 +30,45 @@ def user(object_id: str, position: str = "20261122050000.000000Z", snapshot_id: 
 
 
 class Harness:
+    """The processor over dicts; `log` plays the changes topic (one list of records per partition)."""
+
     def __init__(self, topology=TOPOLOGY) -> None:
         self.table: dict[bytes, bytes] = {}
+        self.progress: dict[bytes, bytes] = {}
         self.contacts = []
         self.letters = []
+        self.log: dict[int, list[Record]] = {0: [], 1: []}
 
         async def emit(contact):
             self.contacts.append(contact)
 
+        async def dead_letter(record, reason, forest):
+            self.letters.append((reason, forest, record.offset))
+
+        async def read_range(partition, start, stop):
+            return [r for r in self.log[partition] if start <= r.offset < stop]
+
         # Two partitions: keys ending in an even digit live in partition 0.
         self.processor = MetaverseProcessor(
-            topology, table=self.table, emit_contact=emit, partition_of=lambda key: int(key[-1:]) % 2
+            topology,
+            table=self.table,
+            progress=self.progress,
+            emit_contact=emit,
+            dead_letter=dead_letter,
+            partition_of=lambda key: int(key[-1:]) % 2,
+            read_range=read_range,
         )
 
-    def feed(self, record, *, key: bytes | None = None, partition: int = 0) -> None:
-        async def dead_letter(reason, forest):
-            self.letters.append((reason, forest))
+    def append(self, event, *, key: bytes | None = None, partition: int = 0) -> Record:
+        value = event if isinstance(event, bytes) else event.to_bytes()
+        if key is None and isinstance(event, DirectoryChange):
+            key = event.key.encode()
+        record = Record(key, value, "changes", partition, len(self.log[partition]))
+        self.log[partition].append(record)
+        return record
 
-        value = record if isinstance(record, bytes) else record.to_bytes()
-        if key is None and isinstance(record, DirectoryChange):
-            key = record.key.encode()
-        asyncio.run(self.processor.process(key, value, partition, dead_letter))
+    def feed(self, event, *, key: bytes | None = None, partition: int = 0) -> None:
+        asyncio.run(self.processor.process(self.append(event, key=key, partition=partition)))
 
 
 def test_user_add_emits_its_contact_once():
@@ -110,3 +128,30 @@ def test_mass_delete_guard_refuses_until_allowed():
     assert not harness.contacts and "would delete 3 of 3" in harness.letters[0][0]
     harness.feed(end_marker("empty", high_water=None, allow_mass_delete=True), key=b"forest-a/snapshot")
     assert sorted(c.anchor for c in harness.contacts if not c.present) == ["forest-a/u0", "forest-a/u2", "forest-a/u4"]
+
+
+def test_records_skipped_before_the_current_one_are_re_read_and_processed_first():
+    harness = Harness()
+    harness.feed(user("u0"))
+    harness.append(user("u2"))  # delivered to nobody, as when faust skips a record
+    harness.append(b"garbage")
+    harness.feed(user("u4"))
+    assert [c.anchor for c in harness.contacts] == ["forest-a/u0", "forest-a/u2", "forest-a/u4"]
+    assert harness.letters[0][2] == 2  # the skipped bad record is dead-lettered with its own offset
+    assert harness.progress[b"0"] == b"3"
+
+
+def test_redelivered_records_do_not_move_progress_back():
+    harness = Harness()
+    harness.feed(user("u0"))
+    harness.feed(user("u2"))
+    asyncio.run(harness.processor.process(harness.log[0][0]))
+    assert harness.progress[b"0"] == b"1" and len(harness.contacts) == 2
+
+
+def test_heartbeats_only_reveal_gaps():
+    harness = Harness()
+    harness.feed(user("u1"), partition=1)
+    harness.append(user("u3"), partition=1)
+    harness.feed(Heartbeat(sent_at="2026-11-22T05:00:00Z"), key=b"heartbeat", partition=1)
+    assert [c.anchor for c in harness.contacts] == ["forest-a/u1", "forest-a/u3"] and not harness.letters

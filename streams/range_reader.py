@@ -1,0 +1,33 @@
+"""Reading a given offset range of one partition, outside any consumer group."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.processor import Record
+
+
+class RangeReader:
+    def __init__(self, *, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+
+    async def __call__(self, partition: int, start: int, stop: int) -> list[Record]:
+        """Records with start <= offset < stop (fewer if retention already deleted some)."""
+        # earliest: a start that retention already removed moves to the oldest record left.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self._topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            records: list[Record] = []
+            while await consumer.position(tp) < stop:
+                for fetched in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    if fetched.offset < stop:
+                        records.append(Record(fetched.key, fetched.value, self._topic, partition, fetched.offset))
+            return records
+        finally:
+            await consumer.stop()

@@ -1,0 +1,115 @@
+"""Full import, mark and sweep, the mass-delete guard, and re-reading records faust skipped."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.events import ChangeOp, DirectoryChange, ObjectKind
+from tests.integration.gal import GalDeployment, eventually
+from tests.integration.test_gal_sync import SYNC_DEADLINE, contact_named, read_all, wait_until_running
+
+pytestmark = pytest.mark.integration
+
+
+def ghost(gal: GalDeployment, name: str) -> DirectoryChange:
+    """A user the metaverse learnt of long ago and whose delete nobody saw."""
+    return DirectoryChange(
+        forest="forest-a",
+        object_id=f"ghost-{name}",
+        op=ChangeOp.ADD,
+        kind=ObjectKind.USER,
+        dn=f"uid={name},{gal.people('forest_a')}",
+        attributes={"objectClass": ("inetOrgPerson",), "cn": (name,), "sn": (name,), "mail": (f"{name}@old.test",)},
+        position="20000101000000.000000Z",
+        changed_at="2000-01-01T00:00:00Z",
+    )
+
+
+async def produce_changes(gal: GalDeployment, changes: list[DirectoryChange], partition: int | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=gal.broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for change in changes:
+            await producer.send_and_wait(
+                gal.topology.kafka.topics.changes, key=change.key.encode(), value=change.to_bytes(), partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+def test_full_import_sweeps_objects_deleted_unseen(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    gal.add_user("forest_a", "kept")
+    asyncio.run(produce_changes(gal, [ghost(gal, "vanished")]))
+    eventually(lambda: contact_named(gal, "forest_a", "vanished"), timeout=SYNC_DEADLINE, what="ghost contact")
+    eventually(lambda: contact_named(gal, "forest_a", "kept"), timeout=SYNC_DEADLINE, what="real contact")
+
+    output = gal.idsync("import", "--full", "--forest", "forest-a")
+
+    assert "forest=forest-a" in output and "objects=3" in output  # the OU itself, before.start, kept
+    eventually(lambda: contact_named(gal, "forest_a", "vanished") is None, timeout=SYNC_DEADLINE, what="sweep")
+    assert contact_named(gal, "forest_a", "kept") and contact_named(gal, "forest_a", "before.start")
+
+
+@pytest.mark.streams(sweep_max_fraction=0.1, sweep_always_allowed=0)
+def test_mass_delete_guard_refuses_a_large_sweep_until_allowed(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    ghosts = [ghost(gal, f"old{i}") for i in range(5)]
+    asyncio.run(produce_changes(gal, ghosts))
+    eventually(lambda: len(gal.contacts("forest_a")) == 6, timeout=SYNC_DEADLINE, what="ghost contacts")
+
+    gal.idsync("import", "--full", "--forest", "forest-a")
+    letters = asyncio.run(read_all(gal.broker.bootstrap_servers, gal.topology.kafka.topics.errors, at_least=1))
+    assert any("would delete" in headers["idsync.errors.reason"] for headers, _ in letters)
+    gal.wait_until_processed()
+    assert len(gal.contacts("forest_a")) == 6
+
+    gal.idsync("import", "--full", "--forest", "forest-a", "--allow-mass-delete")
+    eventually(lambda: len(gal.contacts("forest_a")) == 1, timeout=SYNC_DEADLINE, what="allowed sweep")
+
+
+def test_records_the_processor_skipped_are_re_read(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    gal.wait_until_processed()
+    gal.stop_workers()
+    topics, group = gal.topology.kafka.topics, gal.topology.streams.app_id
+    lost = [ghost(gal, f"lost{i}") for i in range(3)]
+    asyncio.run(produce_changes(gal, lost, partition=0))
+    # Commit past them, as faust does when it skips records while a worker recovers.
+    end = asyncio.run(end_offset(gal.broker.bootstrap_servers, topics.changes, 0))
+    asyncio.run(commit_offset(gal.broker.bootstrap_servers, group, topics.changes, 0, end))
+
+    gal.start_worker()
+    asyncio.run(produce_changes(gal, [ghost(gal, "next")], partition=0))
+
+    for name in ("lost0", "lost1", "lost2", "next"):
+        eventually(lambda: contact_named(gal, "forest_a", name), timeout=60, what=f"contact {name}")
+
+
+async def end_offset(bootstrap_servers: str, topic: str, partition: int) -> int:
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
+async def commit_offset(bootstrap_servers: str, group_id: str, topic: str, partition: int, offset: int) -> None:
+    """Commit one partition's offset for an idle group, joining it to be allowed to."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=500)
+        await consumer.commit({TopicPartition(topic, partition): offset})
+    finally:
+        await consumer.stop()
