@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything idsync's tests and demo need on a fresh Debian 12 machine; safe to run again.
-#   1. Debian packages: slapd + ldap-utils (without Debian's own slapd left running), a JRE and Maven.
+#   1. Debian packages: slapd + ldap-utils and a Samba AD DC (without Debian's own slapd or samba
+#      services left running), a JRE and Maven.
 #   2. The Python venv .venv with idsync installed editable, with its test extras.
 #   3. The Kafka broker's jars, in the cache directory idsync/rig/kafka.py reads them from.
 # Usage, as root, from anywhere in the repo: bash docker/bootstrap.sh
@@ -38,6 +39,12 @@ cd "$REPO_ROOT"
 missing_packages=()
 dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q 'ok installed' || missing_packages+=(slapd)
 dpkg-query -W -f='${Status}' ldap-utils 2>/dev/null | grep -q 'ok installed' || missing_packages+=(ldap-utils)
+# The Active Directory forests of the tests: samba-ad-dc brings samba (the DC binary, samba-tool),
+# winbind and the DSDB modules; samba-ad-provision the templates `samba-tool domain provision` reads.
+samba_packages=(samba-ad-dc samba-ad-provision)
+for package in "${samba_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing_packages+=("$package")
+done
 command -v java >/dev/null || missing_packages+=(default-jre-headless)
 command -v mvn >/dev/null || missing_packages+=(maven)
 if [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
@@ -55,6 +62,23 @@ stop_debian_slapd() {
         say "stopping Debian's default slapd (pid $(cat "$pidfile"))"
         kill "$(cat "$pidfile")"
     fi
+}
+
+# The samba packages ship services (an AD DC or file server on the standard ports, winbindd) that
+# would take the addresses the rig's DCs listen on; the rig starts its own DCs, so none may run.
+stop_debian_samba() {
+    local service pidfile
+    if [[ -d /run/systemd/system ]]; then
+        for service in samba-ad-dc smbd nmbd winbind; do
+            systemctl disable --now "$service" >/dev/null 2>&1 || true
+        done
+    fi
+    for pidfile in /run/samba/samba.pid /run/samba/smbd.pid /run/samba/nmbd.pid /run/samba/winbindd.pid; do
+        if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            say "stopping Debian's $(basename "$pidfile" .pid) (pid $(cat "$pidfile"))"
+            kill "$(cat "$pidfile")"
+        fi
+    done
 }
 
 if (( ${#missing_packages[@]} )); then
@@ -79,6 +103,9 @@ if (( ${#missing_packages[@]} )); then
     (( install_status == 0 )) || die "apt-get could not install ${missing_packages[*]} (exit $install_status)"
     if [[ " ${missing_packages[*]} " == *" slapd "* ]]; then
         stop_debian_slapd
+    fi
+    if [[ " ${missing_packages[*]} " == *" samba-ad-dc "* ]]; then
+        stop_debian_samba
     fi
 fi
 

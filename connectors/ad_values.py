@@ -1,0 +1,347 @@
+"""Decoding Active Directory DirSync results into directory change events.
+
+Pure functions: the reader in :mod:`connectors.ad_dirsync` feeds them the raw attributes of
+the entries a DirSync search returns. What DirSync sends, and how it becomes an event:
+
+- Every entry carries ``objectGUID``; its canonical text (AD's mixed-endian layout, the form
+  AD itself prints) is the event's ``object_id``.
+- DirSync does not say whether an object is new. An object created since the cookie (or every
+  object, with an empty cookie) comes with all its attributes, ``whenCreated`` among them;
+  ``whenCreated`` never changes, so a changed object never carries it. Rule: an entry with
+  ``whenCreated`` is an ADD of the whole object, any other entry a MODIFY of what it carries.
+- A deleted object comes back as its tombstone: ``isDeleted=TRUE``, named
+  ``<rdn>\\0ADEL:<guid>`` under ``CN=Deleted Objects``, with ``lastKnownParent``. The DELETE
+  names the DN the object had, rebuilt from those two when the caller does not know it.
+- A rename or move keeps the objectGUID and shows the new DN with a changed ``name`` (and
+  ``parentGUID``). It becomes a MOVE when the caller knows the previous DN, otherwise a MODIFY
+  carrying the new DN.
+- The naming attribute (``cn`` of ``CN=...``) is never sent: it is rebuilt from ``name``,
+  which AD keeps equal to the RDN value.
+- With incremental values, a linked attribute's added values come as ``member;range=1-1`` and
+  its removed values as ``member;range=0-0``. An attribute sent without values was cleared.
+- Values travel as text, lossless: known binary syntaxes (SIDs, photos, certificates) and any
+  value that is not UTF-8 go base64-encoded under ``<name>;base64``, all values of the
+  attribute alike.
+
+DirSync never returns ``uSNChanged`` (it is not replicated), so an event's position is the USN
+high-water mark of the cookie returned with it: every change it covers is at or below that
+USN and every later change above it. Zero-padded to 20 digits, positions sort as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ldap3.utils.dn import escape_rdn, parse_dn
+
+from connectors.accesslog import attribute_value, within
+from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
+from streams.metaverse import classify
+
+RawAttributes = Mapping[str, Sequence[bytes] | None]
+
+# Kept by the DC for its own bookkeeping (or read here to decide the operation), never part of
+# what a person changed; backlinks (memberOf) are derived from the forward links DirSync sends.
+IGNORED_ATTRIBUTES = frozenset(
+    name.lower()
+    for name in (
+        "objectGUID",
+        "parentGUID",
+        "instanceType",
+        "nTSecurityDescriptor",
+        "replPropertyMetaData",
+        "whenCreated",
+        "whenChanged",
+        "uSNCreated",
+        "uSNChanged",
+        "isDeleted",
+        "isRecycled",
+        "lastKnownParent",
+        "dSCorePropagationData",
+        "memberOf",
+    )
+)
+
+# Secrets: DirSync is asked for public data only, but their names still show up, empty.
+SECRET_ATTRIBUTES = frozenset(
+    name.lower()
+    for name in (
+        "unicodePwd",
+        "dBCSPwd",
+        "ntPwdHistory",
+        "lmPwdHistory",
+        "supplementalCredentials",
+        "currentValue",
+        "priorValue",
+        "trustAuthIncoming",
+        "trustAuthOutgoing",
+        "initialAuthIncoming",
+        "initialAuthOutgoing",
+    )
+)
+
+# Octet-string and SID syntaxes: their bytes can happen to be valid UTF-8, so they are always
+# base64 (one spelling of each attribute, whatever its current value).
+BINARY_ATTRIBUTES = frozenset(
+    name.lower()
+    for name in (
+        "objectSid",
+        "sIDHistory",
+        "securityIdentifier",
+        "mS-DS-ConsistencyGuid",
+        "msExchMailboxGuid",
+        "msExchArchiveGUID",
+        "msExchMasterAccountSid",
+        "thumbnailPhoto",
+        "jpegPhoto",
+        "userCertificate",
+        "userSMIMECertificate",
+        "cACertificate",
+        "logonHours",
+    )
+)
+
+_RANGE = re.compile(r"^(?P<name>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
+# Samba prefixes some DN values in DirSync results with their GUID/SID (extended DN form).
+_EXTENDED_DN = re.compile(r"^(?:<(?:GUID|SID|WKGUID)=[0-9A-Za-z:,\-]*>;)+")
+_TOMBSTONE_MARK = "\nDEL:"
+_COOKIE_MAGIC = b"MSDS"
+# MS-ADTS 3.1.1.3.4.1.3 cookie: signature, version, creation time, reserved, UTD vector size,
+# then the USN vector (usnHighObjUpdate, usnReserved, usnHighPropUpdate).
+_COOKIE_USN_VECTOR = struct.Struct("<4sIQQIQQQ")
+
+
+class EntryError(ValueError):
+    """A DirSync entry that cannot become an event."""
+
+
+class CookieError(ValueError):
+    """Bytes that are not a DirSync cookie this reader understands."""
+
+
+def guid_text(raw: bytes) -> str:
+    """objectGUID bytes as AD prints them: the first three fields little-endian."""
+    if len(raw) != 16:
+        raise ValueError(f"an objectGUID is 16 bytes, got {len(raw)}")
+    return str(uuid.UUID(bytes_le=bytes(raw)))
+
+
+def guid_bytes(text: str) -> bytes:
+    """The inverse of :func:`guid_text`."""
+    return uuid.UUID(text).bytes_le
+
+
+def guid_filter(text: str) -> str:
+    """An LDAP filter matching the object with this GUID (the value as escaped bytes)."""
+    return "(objectGUID=" + "".join(f"\\{byte:02x}" for byte in guid_bytes(text)) + ")"
+
+
+def cookie_usn(cookie: bytes) -> int:
+    """The highest USN a DirSync cookie covers."""
+    if len(cookie) < _COOKIE_USN_VECTOR.size or not cookie.startswith(_COOKIE_MAGIC):
+        raise CookieError(f"not a DirSync cookie ({len(cookie)} bytes, starts {bytes(cookie[:4])!r})")
+    _, _, _, _, _, high_obj, _, high_prop = _COOKIE_USN_VECTOR.unpack_from(cookie)
+    return max(high_obj, high_prop)
+
+
+def usn_position(usn: int) -> str:
+    return f"{usn:020d}"
+
+
+def encode_cookie(cookie: bytes) -> str:
+    return base64.b64encode(cookie).decode("ascii")
+
+
+def decode_cookie(position: str) -> bytes:
+    try:
+        cookie = base64.b64decode(position, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CookieError(f"position is not base64: {exc}") from None
+    cookie_usn(cookie)
+    return cookie
+
+
+@dataclass(frozen=True, slots=True)
+class DirSyncEntry:
+    """One object as a DirSync search returned it."""
+
+    object_id: str
+    dn: str
+    raw: RawAttributes
+
+    @property
+    def deleted(self) -> bool:
+        return any(v.upper() == b"TRUE" for v in _values(self.raw, "isDeleted"))
+
+    @property
+    def created(self) -> bool:
+        return bool(_values(self.raw, "whenCreated"))
+
+    @property
+    def renamed(self) -> bool:
+        return bool(_values(self.raw, "name") or _values(self.raw, "parentGUID"))
+
+    @property
+    def kind(self) -> ObjectKind | None:
+        classes = [v.decode("utf-8", errors="replace") for v in _values(self.raw, "objectClass")]
+        return classify(classes) if classes else None
+
+
+def parse_entry(dn: str, raw: RawAttributes) -> DirSyncEntry:
+    guids = _values(raw, "objectGUID")
+    if len(guids) != 1:
+        raise EntryError(f"entry {dn!r} has {len(guids)} objectGUID values, expected 1")
+    try:
+        object_id = guid_text(guids[0])
+    except ValueError as exc:
+        raise EntryError(f"entry {dn!r}: {exc}") from None
+    return DirSyncEntry(object_id=object_id, dn=dn, raw=raw)
+
+
+def to_change(
+    forest: str,
+    entry: DirSyncEntry,
+    *,
+    position: str,
+    changed_at: str,
+    previous_dn: str | None = None,
+) -> DirectoryChange:
+    """The event for one entry; `previous_dn` is where the caller last saw the object, if known."""
+    common = {"forest": forest, "object_id": entry.object_id, "position": position, "changed_at": changed_at}
+    if entry.deleted:
+        return DirectoryChange(
+            op=ChangeOp.DELETE, dn=previous_dn or tombstone_origin(entry) or entry.dn, **common
+        )
+    if entry.created:
+        return DirectoryChange(
+            op=ChangeOp.ADD, dn=entry.dn, kind=entry.kind, attributes=added_attributes(entry), **common
+        )
+    modifications = entry_modifications(entry)
+    if entry.renamed and previous_dn is not None and not same_dn(previous_dn, entry.dn):
+        return DirectoryChange(
+            op=ChangeOp.MOVE, dn=entry.dn, old_dn=previous_dn, modifications=modifications, **common
+        )
+    return DirectoryChange(op=ChangeOp.MODIFY, dn=entry.dn, modifications=modifications, **common)
+
+
+def added_attributes(entry: DirSyncEntry) -> dict[str, tuple[str, ...]]:
+    """Every value of a new object; the naming attribute comes from `name` (DirSync omits it)."""
+    collected: dict[str, list[bytes]] = {}
+    spelling: dict[str, str] = {}
+    for name, values in entry.raw.items():
+        base, removed = _range(name)
+        if removed or not values or _ignored(base):
+            continue
+        key = base.lower()
+        spelling.setdefault(key, base)
+        collected.setdefault(key, []).extend(values)
+    rdn_type, rdn_value = _rdn(entry)
+    if rdn_type and rdn_value is not None:
+        spelling.setdefault(rdn_type.lower(), rdn_type)
+        collected[rdn_type.lower()] = [rdn_value.encode("utf-8")]
+    attributes: dict[str, tuple[str, ...]] = {}
+    for key, values in collected.items():
+        name, texts = encode_values(spelling[key], values)
+        attributes[name] = texts
+    return attributes
+
+
+def entry_modifications(entry: DirSyncEntry) -> tuple[Modification, ...]:
+    """What changed on an existing object: ranged values added or removed, whole attributes
+    replaced, attributes sent without values cleared."""
+    modifications: list[Modification] = []
+    for name, values in entry.raw.items():
+        base, removed = _range(name)
+        if _ignored(base):
+            continue
+        if not values:
+            cleared = base + BINARY_SUFFIX if base.lower() in BINARY_ATTRIBUTES else base
+            modifications.append(Modification(attribute=cleared, op=ModOp.DELETE))
+            continue
+        attribute, texts = encode_values(base, values)
+        if removed is None:
+            op = ModOp.REPLACE
+        else:
+            op = ModOp.DELETE if removed else ModOp.ADD
+        modifications.append(Modification(attribute=attribute, op=op, values=texts))
+    if entry.renamed:
+        rdn_type, rdn_value = _rdn(entry)
+        named = {m.attribute.lower() for m in modifications}
+        if rdn_type and rdn_value is not None and rdn_type.lower() not in named:
+            modifications.append(Modification(attribute=rdn_type, op=ModOp.REPLACE, values=(rdn_value,)))
+    return tuple(modifications)
+
+
+def encode_values(name: str, values: Sequence[bytes]) -> tuple[str, tuple[str, ...]]:
+    """An attribute's values as event text, all under one name: plain UTF-8 text, or base64
+    under name;base64 when the attribute is binary or any value is not UTF-8."""
+    if name.lower() not in BINARY_ATTRIBUTES:
+        encoded = [attribute_value(name, bytes(value)) for value in values]
+        if all(key == name for key, _ in encoded):
+            return name, tuple(_strip_extended_dn(text) for _, text in encoded)
+    return name + BINARY_SUFFIX, tuple(base64.b64encode(bytes(value)).decode("ascii") for value in values)
+
+
+def tombstone_origin(entry: DirSyncEntry) -> str | None:
+    """The DN a deleted object had: its RDN value (before the DEL mark) under lastKnownParent."""
+    names, parents = _values(entry.raw, "name"), _values(entry.raw, "lastKnownParent")
+    if not names or not parents:
+        return None
+    value = names[0].decode("utf-8", errors="replace").split(_TOMBSTONE_MARK, 1)[0]
+    parent = _strip_extended_dn(parents[0].decode("utf-8", errors="replace"))
+    rdn_type = _rdn_type(entry.dn)
+    if not rdn_type or not parent:
+        return None
+    return f"{rdn_type}={escape_rdn(value)},{parent}"
+
+
+def same_dn(left: str, right: str) -> bool:
+    """DN equality as LDAP means it: escaping and the case of types and values do not matter."""
+    return within(left, right) and within(right, left)
+
+
+def _rdn(entry: DirSyncEntry) -> tuple[str | None, str | None]:
+    names = _values(entry.raw, "name")
+    value = names[0].decode("utf-8", errors="replace") if names else None
+    return _rdn_type(entry.dn), value
+
+
+def _rdn_type(dn: str) -> str | None:
+    try:
+        components = parse_dn(dn)
+    except Exception:  # noqa: BLE001 - ldap3 raises several types for a malformed DN
+        return None
+    return components[0][0] if components else None
+
+
+def _range(name: str) -> tuple[str, bool | None]:
+    """``member;range=0-0`` -> ("member", True): removed values; 1-1 -> added; no range -> None."""
+    match = _RANGE.match(name)
+    if match is None:
+        return name, None
+    low, high = match["low"], match["high"]
+    if (low, high) == ("0", "0"):
+        return match["name"], True
+    if (low, high) == ("1", "1"):
+        return match["name"], False
+    raise EntryError(f"attribute {name!r}: only incremental ranges 0-0 and 1-1 are expected")
+
+
+def _ignored(name: str) -> bool:
+    key = name.lower()
+    return key in IGNORED_ATTRIBUTES or key in SECRET_ATTRIBUTES
+
+
+def _strip_extended_dn(text: str) -> str:
+    return _EXTENDED_DN.sub("", text, count=1)
+
+
+def _values(raw: RawAttributes, name: str) -> Sequence[bytes]:
+    wanted = name.lower()
+    return next((values or () for key, values in raw.items() if key.lower() == wanted), ())
