@@ -1,0 +1,247 @@
+"""A Samba Active Directory domain controller (one forest, one domain) for tests and demos.
+
+Samba's ports are fixed (389, 636, ...), so each DC listens on its own loopback address
+(127.0.0.2, 127.0.0.3, ...). Provisioning writes everything below the DC's home directory;
+stop() then start() keeps the directory's contents.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from idsync.rig.errors import RigError
+from idsync.rig.process import ManagedProcess
+
+logger = logging.getLogger(__name__)
+
+LDAP_PORT = 389
+# LDAP and LDAPS: the ports a leftover DC on the same address would hold.
+_CHECKED_PORTS = (389, 636)
+_SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+# The DC answers only LDAP: no SMB file service, no DNS, no Kerberos or RPC endpoints to bind.
+_SERVER_SERVICES = "ldap"
+_PROVISIONED_MARKER = ".provisioned"
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name, path=_SBIN_PATH)
+    if path is None:
+        raise RigError(f"no `{name}` binary found: run `bash docker/bootstrap.sh` from the repo root")
+    return path
+
+
+def _address_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    # A plain socket first: ldap3 leaks the socket of a refused connection.
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class SambaDC:
+    """One AD forest: realm ALPHA.IDSYNC.TEST gives the domain root DC=alpha,DC=idsync,DC=test."""
+
+    def __init__(self, workdir: Path, *, realm: str, domain: str, host_ip: str, admin_password: str) -> None:
+        labels = realm.lower().split(".")
+        if len(labels) < 2 or not all(labels):
+            raise ValueError(f"realm must be a DNS name such as ALPHA.IDSYNC.TEST, got {realm!r}")
+        if not domain.isalnum() or len(domain) > 15:
+            raise ValueError(f"domain must be a NetBIOS name (1-15 letters or digits), got {domain!r}")
+        if not ipaddress.ip_address(host_ip).is_loopback or ipaddress.ip_address(host_ip).version != 4:
+            raise ValueError(f"host_ip must be an IPv4 loopback address such as 127.0.0.2, got {host_ip!r}")
+        self.realm = realm.upper()
+        self.domain = domain.upper()
+        self.host_ip = host_ip
+        self.admin_password = admin_password
+        self.home = Path(workdir) / domain.lower()
+        self.base_dn = ",".join(f"DC={label}" for label in labels)
+        self.admin_dn = f"CN=Administrator,CN=Users,{self.base_dn}"
+        self._process: ManagedProcess | None = None
+
+    def __repr__(self) -> str:
+        return f"SambaDC(realm={self.realm!r}, url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        return f"ldap://{self.host_ip}:{LDAP_PORT}"
+
+    @property
+    def conf(self) -> Path:
+        return self.home / "etc" / "smb.conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "samba.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.running else None
+
+    @property
+    def provisioned(self) -> bool:
+        return (self.home / _PROVISIONED_MARKER).is_file()
+
+    @contextmanager
+    def admin_connection(self, **connection_options: Any) -> Iterator[ldap3.Connection]:
+        """A connection bound as Administrator (simple bind), unbound on leaving the block."""
+        conn = ldap3.Connection(
+            ldap3.Server(self.url, connect_timeout=5), self.admin_dn, self.admin_password, **connection_options
+        )
+        try:
+            if not conn.bind():
+                raise RigError(f"samba {self.realm}: admin bind refused: {conn.result['description']}")
+            yield conn
+        finally:
+            conn.unbind()
+
+    def provision(self, timeout: float = 180) -> SambaDC:
+        """Creates the domain once; safe to call from a worker thread (the child exits by itself)."""
+        if self.provisioned:
+            return self
+        started = time.monotonic()
+        samba_tool = _binary("samba-tool")
+        if self.home.exists():
+            # Left half-done by an interrupted provision: samba-tool refuses to reuse it.
+            shutil.rmtree(self.home)
+        self.home.mkdir(parents=True)
+        dirs = {key: self.home / key for key in ("private", "state", "cache", "lock", "run")}
+        for path in dirs.values():
+            path.mkdir()
+        options = {
+            "interfaces": f"{self.host_ip}/8",  # without a netmask Samba never listens
+            "bind interfaces only": "yes",
+            "server services": _SERVER_SERVICES,
+            "netbios name": "DC1",
+            "private dir": dirs["private"],
+            "state directory": dirs["state"],
+            "cache directory": dirs["cache"],
+            "lock directory": dirs["lock"],
+            "pid directory": dirs["run"],
+            "log file": self.log_file,
+        }
+        argv = [
+            samba_tool, "domain", "provision",
+            f"--targetdir={self.home}",
+            f"--realm={self.realm}",
+            f"--domain={self.domain}",
+            "--server-role=dc",
+            "--dns-backend=NONE",
+            "--use-rfc2307",
+            "--host-name=dc1",
+            f"--host-ip={self.host_ip}",
+            f"--adminpass={self.admin_password}",
+            *(f"--option={name} = {value}" for name, value in options.items()),
+        ]
+        log_path = self.home / "provision.log"
+        with open(log_path, "wb") as log:
+            try:
+                result = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+                )
+            except subprocess.TimeoutExpired:
+                raise RigError(f"samba {self.realm}: provisioning took over {timeout:.0f}s; see {log_path}") from None
+        if result.returncode != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise RigError(f"samba {self.realm}: provisioning failed (exit {result.returncode}); see {log_path}:\n{tail}")
+        self._allow_simple_bind()
+        (self.home / _PROVISIONED_MARKER).touch()
+        logger.info("samba provisioned realm=%s home=%s seconds=%.1f", self.realm, self.home, time.monotonic() - started)
+        return self
+
+    def start(self, timeout: float = 60) -> SambaDC:
+        if self._process is not None and self._process.running:
+            return self
+        self.provision()
+        started = time.monotonic()
+        samba = _binary("samba")
+        for port in _CHECKED_PORTS:
+            if _address_in_use(self.host_ip, port):
+                raise RigError(
+                    f"samba {self.realm} cannot start: {self.host_ip}:{port} is already in use (a leftover DC?)"
+                )
+        # -F: foreground, so the pid held is the server's and PDEATHSIG reaches it. -M single: one
+        # process, which also makes change notification reliable.
+        self._process = ManagedProcess(
+            f"samba-{self.domain.lower()}",
+            [samba, "-s", str(self.conf), "-F", "--no-process-group", "-M", "single"],
+            log_path=self.home / "samba.out",
+        )
+        self._process.start()
+        try:
+            self._wait_until_bindable(self._process, started + timeout)
+        except BaseException:
+            self._process.kill()
+            raise
+        logger.info(
+            "samba ready realm=%s url=%s base_dn=%s pid=%d seconds=%.3f",
+            self.realm, self.url, self.base_dn, self._process.pid, time.monotonic() - started,
+        )
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._process is not None:
+            self._process.stop(timeout)
+            logger.info("samba stopped realm=%s url=%s", self.realm, self.url)
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            logger.info("samba killed realm=%s url=%s", self.realm, self.url)
+
+    def __enter__(self) -> SambaDC:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _allow_simple_bind(self) -> None:
+        # The provision option does not stick; without it Samba refuses simple binds over plain LDAP.
+        text = self.conf.read_text()
+        marker = "[global]\n"
+        if marker not in text:
+            raise RigError(f"samba {self.realm}: no [global] section in {self.conf}")
+        self.conf.write_text(text.replace(marker, marker + "\tldap server require strong auth = no\n", 1))
+
+    def _wait_until_bindable(self, process: ManagedProcess, deadline: float) -> None:
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not process.running:
+                raise RigError(
+                    f"samba {self.realm} exited with code {process.returncode} before it was ready; "
+                    f"see {self.log_file}:\n{process.log_tail()}"
+                )
+            if _accepts_connections(self.host_ip, LDAP_PORT):
+                try:
+                    with self.admin_connection():
+                        return
+                except (LDAPException, RigError) as exc:
+                    last_error = exc
+            time.sleep(0.05)
+        raise RigError(f"samba {self.realm} not answering at {self.url} in time (last error: {last_error!r})")
