@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ldap3.utils.dn import escape_rdn, parse_dn
+from ldap3.utils.dn import parse_dn
 
 from connectors.accesslog import attribute_value, within
 from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
@@ -298,7 +298,24 @@ def tombstone_origin(entry: DirSyncEntry) -> str | None:
     rdn_type = _rdn_type(entry.dn)
     if not rdn_type or not parent:
         return None
-    return f"{rdn_type}={escape_rdn(value)},{parent}"
+    return f"{rdn_type}={escape_rdn_value(value)},{parent}"
+
+
+def escape_rdn_value(value: str) -> str:
+    """RFC 4514 escaping of an RDN value that ldap3 parses back: every special character is
+    escaped wherever it stands (ldap3's escape_rdn leaves a '#' after the first character bare,
+    which its own parse_dn then refuses)."""
+    escaped = []
+    for i, char in enumerate(value):
+        if char in '\\,+"<>;=#':
+            escaped.append("\\" + char)
+        elif char == "\x00":
+            escaped.append("\\00")
+        elif char == " " and i in (0, len(value) - 1):
+            escaped.append("\\ ")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
 
 
 def same_dn(left: str, right: str) -> bool:

@@ -14,6 +14,7 @@ from connectors.ad_values import (
     decode_cookie,
     encode_cookie,
     encode_values,
+    escape_rdn_value,
     guid_bytes,
     guid_filter,
     guid_text,
@@ -22,6 +23,8 @@ from connectors.ad_values import (
     to_change,
     usn_position,
 )
+from ldap3.utils.dn import parse_dn
+
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 
 BASE = "DC=alpha,DC=idsync,DC=test"
@@ -208,7 +211,7 @@ class TestRenameAndMove:
 
 
 class TestDelete:
-    hostile = '#h2,+="\\<>;x'
+    hostile = '#h2,+="\\<>;# x'
 
     def tombstone(self, name: str, parent: str) -> dict:
         return {
@@ -237,12 +240,22 @@ class TestDelete:
     def test_hostile_name_is_rebuilt_to_the_same_dn(self) -> None:
         event = change(f"CN=x\\0ADEL:{GUID},CN=Deleted Objects,{BASE}", self.tombstone(self.hostile, f"OU=T1,{BASE}"))
         # How Samba spells that user's DN.
-        assert same_dn(event.dn, f'CN=\\#h2\\,\\+\\3D\\"\\\\\\<\\>\\3Bx,OU=T1,{BASE}')
+        assert same_dn(event.dn, f'CN=\\#h2\\,\\+\\3D\\"\\\\\\<\\>\\3B\\# x,OU=T1,{BASE}')
         assert not same_dn(event.dn, f"CN=h2,OU=T1,{BASE}")
 
     def test_tombstone_without_parent_keeps_its_own_dn(self) -> None:
         dn = f"CN=Ann2\\0ADEL:{GUID},CN=Deleted Objects,{BASE}"
         assert change(dn, {"isDeleted": [b"TRUE"]}).dn == dn
+
+
+@pytest.mark.parametrize("value", ["#a#b", " lead", "trail ", ',+="\\<>;#', "nul\x00", "é 中", "a=b"])
+def test_escaped_rdn_values_mean_exactly_the_value(value: str) -> None:
+    escaped = escape_rdn_value(value)
+    assert len(parse_dn(f"CN={escaped},{BASE}")) == 4
+    # Every byte hex-escaped is the other valid spelling of the same value.
+    hex_spelt = "".join(f"\\{byte:02x}" for byte in value.encode())
+    assert same_dn(f"CN={escaped},{BASE}", f"cn={hex_spelt},{BASE.lower()}")
+    assert not same_dn(f"CN={escaped},{BASE}", f"CN={escape_rdn_value(value + 'x')},{BASE}")
 
 
 class TestBadEntries:
