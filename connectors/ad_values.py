@@ -47,7 +47,9 @@ from streams.metaverse import classify
 RawAttributes = Mapping[str, Sequence[bytes] | None]
 
 # Kept by the DC for its own bookkeeping (or read here to decide the operation), never part of
-# what a person changed; backlinks (memberOf) are derived from the forward links DirSync sends.
+# what a person changed. The second group is what a plain search returns but DirSync never
+# reports (not replicated, constructed, or backlinks such as memberOf, derived from the forward
+# links DirSync does send): an object read whole must not carry values no later event updates.
 IGNORED_ATTRIBUTES = frozenset(
     name.lower()
     for name in (
@@ -57,14 +59,22 @@ IGNORED_ATTRIBUTES = frozenset(
         "nTSecurityDescriptor",
         "replPropertyMetaData",
         "whenCreated",
-        "whenChanged",
-        "uSNCreated",
-        "uSNChanged",
         "isDeleted",
         "isRecycled",
         "lastKnownParent",
         "dSCorePropagationData",
+        # never in DirSync results
+        "distinguishedName",
+        "whenChanged",
+        "uSNCreated",
+        "uSNChanged",
+        "lastLogon",
+        "lastLogoff",
+        "logonCount",
+        "badPwdCount",
+        "badPasswordTime",
         "memberOf",
+        "directReports",
     )
 )
 

@@ -127,6 +127,25 @@ class TestAdd:
                        "unicodePwd", "dBCSPwd"):
             assert absent not in attributes
 
+    def test_object_read_by_a_plain_search_carries_only_what_dirsync_keeps_up_to_date(self) -> None:
+        raw = new_user_raw(
+            cn=[b"Ann"],
+            distinguishedName=[f"CN=Ann,OU=T1,{BASE}".encode()],
+            uSNChanged=[b"4012"],
+            whenChanged=[b"20261122053131.0Z"],
+            lastLogon=[b"0"],
+            logonCount=[b"3"],
+            memberOf=[f"CN=G,{BASE}".encode()],
+            manager=[f"CN=Boss,{BASE}".encode()],
+        )
+        event = change(f"CN=Ann,OU=T1,{BASE}", raw)
+        assert event.op is ChangeOp.ADD
+        assert event.attributes["cn"] == ("Ann",)
+        assert event.attributes["manager"] == (f"CN=Boss,{BASE}",)
+        assert not {"distinguishedName", "uSNChanged", "whenChanged", "lastLogon", "logonCount", "memberOf"} & set(
+            event.attributes
+        )
+
     def test_removed_link_values_of_a_new_object_are_not_its_values(self) -> None:
         raw = new_user_raw(**{"member;range=1-1": [b"CN=a"], "member;range=0-0": [b"CN=b"]})
         raw["objectClass"] = [b"top", b"group"]
