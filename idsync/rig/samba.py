@@ -1,18 +1,21 @@
 """A Samba Active Directory domain controller (one forest, one domain) for tests and demos.
 
 Samba's ports are fixed (389, 636, ...), so each DC listens on its own loopback address
-(127.0.0.2, 127.0.0.3, ...). Provisioning writes everything below the DC's home directory;
-stop() then start() keeps the directory's contents.
+(127.0.0.2, 127.0.0.3, ...); claim_loopback_address() hands them out, so that two test sessions
+on one machine do not fight over them. Provisioning writes everything below the DC's home
+directory; stop() then start() keeps the directory's contents.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +38,9 @@ _SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 # The DC answers only LDAP: no SMB file service, no DNS, no Kerberos or RPC endpoints to bind.
 _SERVER_SERVICES = "ldap"
 _PROVISIONED_MARKER = ".provisioned"
+# One lock file per address, shared by every process of this machine that runs the rig.
+_CLAIMS_DIR = Path(tempfile.gettempdir()) / "idsync-rig-addresses"
+_CLAIMABLE = 64
 
 
 def _binary(name: str) -> str:
@@ -61,6 +67,43 @@ def _accepts_connections(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class AddressClaim:
+    """A loopback address held for one DC until release() (or until this process ends)."""
+
+    def __init__(self, address: str, lock_file: int) -> None:
+        self.address = address
+        self._lock_file: int | None = lock_file
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # closing drops the flock
+            self._lock_file = None
+
+
+def claim_loopback_address(first: str = "127.0.0.2") -> AddressClaim:
+    """The first loopback address from `first` on that no other rig user holds and no server uses.
+
+    Provisioning takes seconds between choosing an address and listening on it, so a free port
+    alone proves nothing: the claim is an flock on a per-address file, which the kernel drops
+    when the holder dies.
+    """
+    _CLAIMS_DIR.mkdir(exist_ok=True)
+    start = ipaddress.ip_address(first)
+    for offset in range(_CLAIMABLE):
+        address = str(start + offset)
+        lock_file = os.open(_CLAIMS_DIR / address, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_file)
+            continue
+        if any(_address_in_use(address, port) for port in _CHECKED_PORTS):
+            os.close(lock_file)
+            continue
+        return AddressClaim(address, lock_file)
+    raise RigError(f"no free loopback address among the {_CLAIMABLE} from {first} on")
 
 
 class SambaDC:
@@ -176,14 +219,14 @@ class SambaDC:
     def start(self, timeout: float = 60) -> SambaDC:
         if self._process is not None and self._process.running:
             return self
-        self.provision()
-        started = time.monotonic()
-        samba = _binary("samba")
         for port in _CHECKED_PORTS:
             if _address_in_use(self.host_ip, port):
                 raise RigError(
                     f"samba {self.realm} cannot start: {self.host_ip}:{port} is already in use (a leftover DC?)"
                 )
+        self.provision()
+        started = time.monotonic()
+        samba = _binary("samba")
         # -F: foreground, so the pid held is the server's and PDEATHSIG reaches it. -M single: one
         # process, which also makes change notification reliable.
         self._process = ManagedProcess(

@@ -1,4 +1,5 @@
-"""Two real Active Directory forests (Samba DCs) for the AD integration tests, one per loopback address.
+"""Two real Active Directory forests (Samba DCs) for the AD integration tests, one per loopback address:
+127.0.0.2 and 127.0.0.3 unless another test session on this machine holds them, then the next free ones.
 
 Provisioning is the slow part (~7 s of CPU each), so both domains are provisioned at once; the
 DCs are started from the main thread, because their children die with the thread that forked them.
@@ -14,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from idsync.rig.samba import SambaDC
+from idsync.rig.samba import AddressClaim, SambaDC, claim_loopback_address
 
 
 class AdForests(NamedTuple):
@@ -23,8 +24,8 @@ class AdForests(NamedTuple):
 
 
 AD_FORESTS = {
-    "alpha": {"realm": "ALPHA.IDSYNC.TEST", "domain": "ALPHA", "host_ip": "127.0.0.2"},
-    "beta": {"realm": "BETA.IDSYNC.TEST", "domain": "BETA", "host_ip": "127.0.0.3"},
+    "alpha": {"realm": "ALPHA.IDSYNC.TEST", "domain": "ALPHA"},
+    "beta": {"realm": "BETA.IDSYNC.TEST", "domain": "BETA"},
 }
 
 
@@ -36,8 +37,12 @@ def admin_password() -> str:
 @pytest.fixture(scope="session")
 def ad_forests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdForests]:
     workdir = tmp_path_factory.mktemp("samba")
-    dcs = {name: SambaDC(workdir, admin_password=admin_password(), **spec) for name, spec in AD_FORESTS.items()}
+    claims: list[AddressClaim] = []
+    dcs: dict[str, SambaDC] = {}
     try:
+        for name, spec in AD_FORESTS.items():
+            claims.append(claim_loopback_address())
+            dcs[name] = SambaDC(workdir, host_ip=claims[-1].address, admin_password=admin_password(), **spec)
         with ThreadPoolExecutor(max_workers=len(dcs)) as pool:
             for provisioned in [pool.submit(dc.provision) for dc in dcs.values()]:
                 provisioned.result()
@@ -47,3 +52,5 @@ def ad_forests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdForests]:
     finally:
         for dc in dcs.values():
             dc.stop()
+        for claim in claims:
+            claim.release()
