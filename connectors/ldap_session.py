@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ldap3 import NONE, SYNC, Connection, Server
 from ldap3.core import exceptions as ldap_errors
@@ -35,6 +35,21 @@ _CONNECTION_FAILURES = (
 )
 
 
+@contextmanager
+def sorted_errors(forest: str, *, on_connection_failure: Callable[[], None] | None = None) -> Iterator[None]:
+    """LDAP failures inside the block leave as RetriableError or PermanentError."""
+    try:
+        yield
+    except _CONNECTION_FAILURES as exc:
+        if on_connection_failure is not None:
+            on_connection_failure()
+        raise RetriableError(f"forest {forest}: {type(exc).__name__}: {exc}") from exc
+    except _TRANSIENT_RESULTS as exc:
+        raise RetriableError(f"forest {forest}: {exc.description}: {exc.message}") from exc
+    except ldap_errors.LDAPOperationResult as exc:
+        raise PermanentError(f"forest {forest}: {exc.description}: {exc.message}") from exc
+
+
 class LdapSession:
     def __init__(self, forest: Forest, *, timeout: int = 10) -> None:
         self.forest = forest
@@ -47,17 +62,10 @@ class LdapSession:
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """A bound connection; LDAP failures leave as RetriableError or PermanentError."""
-        try:
+        with sorted_errors(self.forest.name, on_connection_failure=self.close):
             if self._connection is None:
                 self._connection = self._open()
             yield self._connection
-        except _CONNECTION_FAILURES as exc:
-            self.close()
-            raise RetriableError(f"forest {self.forest.name}: {type(exc).__name__}: {exc}") from exc
-        except _TRANSIENT_RESULTS as exc:
-            raise RetriableError(f"forest {self.forest.name}: {exc.description}: {exc.message}") from exc
-        except ldap_errors.LDAPOperationResult as exc:
-            raise PermanentError(f"forest {self.forest.name}: {exc.description}: {exc.message}") from exc
 
     def _open(self) -> Connection:
         connection = Connection(

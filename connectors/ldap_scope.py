@@ -1,0 +1,142 @@
+"""What an OpenLDAP accesslog reader sees of its forest: the objects under ``base_dn``.
+
+Shared by the polling reader (:mod:`connectors.ldap_accesslog`) and the push reader
+(:mod:`connectors.ldap_syncrepl`): both decode the same accesslog records, see them through the
+same scope (a move across base_dn is an add or a delete for idsync) and start from the same
+snapshot; they differ only in how records reach them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+import orjson
+from ldap3 import DEREF_NEVER, SUBTREE
+from ldap3.utils.conv import escape_filter_chars
+
+from connectors.accesslog import RecordError, attribute_value, decode_record, within
+from connectors.ldap_session import LdapSession
+from streams.contracts import RejectedRecord
+from streams.events import ChangeOp, DirectoryChange
+from streams.metaverse import classify
+from streams.topology import Forest
+
+log = logging.getLogger(__name__)
+
+# What decode_record needs of an auditWriteObject entry.
+RECORD_ATTRIBUTES = [
+    "reqStart",
+    "reqType",
+    "reqDN",
+    "reqMod",
+    "reqEntryUUID",
+    "reqNewRDN",
+    "reqNewDN",
+    "reqNewSuperior",
+    "reqDeleteOldRDN",
+]
+
+
+class ForestScope:
+    """Blocking: readers call it from a worker thread, one call at a time."""
+
+    def __init__(self, forest: Forest, session: LdapSession, *, page_size: int) -> None:
+        self.forest = forest.name
+        self._config = forest
+        self._session = session
+        self._page_size = page_size
+
+    def record_change(
+        self, raw: Mapping[str, Sequence[bytes]], start: str
+    ) -> DirectoryChange | RejectedRecord | None:
+        """One accesslog record as a change in scope, a record for the error topic, or nothing
+        (an operation idsync ignores, or outside base_dn)."""
+        try:
+            return self.scoped(decode_record(self.forest, raw))
+        except RecordError as exc:
+            return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=start)
+
+    def scoped(self, change: DirectoryChange | None) -> DirectoryChange | None:
+        """The change as seen from inside base_dn: moves across its edge become adds or deletes."""
+        if change is None:
+            return None
+        base = self._config.base_dn
+        if change.op is not ChangeOp.MOVE:
+            return change if within(change.dn, base) else None
+        was_inside, is_inside = within(change.old_dn, base), within(change.dn, base)
+        if was_inside and is_inside:
+            return change
+        if was_inside:
+            return replace(change, op=ChangeOp.DELETE, dn=change.old_dn, old_dn=None, modifications=())
+        if is_inside:
+            return self._entry_as_add(change)
+        return None
+
+    def snapshot(self, position: str) -> tuple[list[DirectoryChange], list[RejectedRecord]]:
+        """Every object under base_dn as an add carrying `position`."""
+        changes, rejected = [], []
+        with self._session.connection() as connection:
+            entries = connection.extend.standard.paged_search(
+                self._config.base_dn,
+                "(objectClass=*)",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=["*", "entryUUID"],
+                paged_size=self._page_size,
+                generator=True,
+            )
+            for entry in entries:
+                if entry.get("type") != "searchResEntry":
+                    continue
+                try:
+                    changes.append(self._snapshot_change(entry, position))
+                except RecordError as exc:
+                    rejected.append(
+                        RejectedRecord(reason=str(exc), raw=raw_json(entry["raw_attributes"]), position=position)
+                    )
+        log.info("snapshot read forest=%s objects=%d rejected=%d", self.forest, len(changes), len(rejected))
+        return changes, rejected
+
+    def _entry_as_add(self, change: DirectoryChange) -> DirectoryChange | None:
+        """An object moved into scope: read it whole, since its earlier history was not ours."""
+        with self._session.connection() as connection:
+            connection.search(
+                self._config.base_dn,
+                f"(entryUUID={escape_filter_chars(change.object_id)})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=["*", "entryUUID"],
+            )
+            found = [e for e in connection.response if e.get("type") == "searchResEntry"]
+        # Gone again already: the delete that follows in the log says so.
+        return self._snapshot_change(found[0], change.position) if found else None
+
+    def _snapshot_change(self, entry: dict, position: str) -> DirectoryChange:
+        attributes: dict[str, tuple[str, ...]] = {}
+        for name, values in entry["raw_attributes"].items():
+            for value in values:
+                key, text = attribute_value(name, value)
+                attributes[key] = attributes.get(key, ()) + (text,)
+        object_id = attributes.pop("entryUUID", (None,))[0]
+        if not object_id:
+            raise RecordError(f"entry {entry['dn']!r} has no entryUUID")
+        return DirectoryChange(
+            forest=self.forest,
+            object_id=object_id,
+            op=ChangeOp.ADD,
+            dn=entry["dn"],
+            kind=classify(attributes.get("objectClass", ())),
+            attributes=attributes,
+            position=position,
+            changed_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        )
+
+
+def raw_json(raw: Mapping[str, Sequence[bytes]]) -> bytes:
+    """Raw LDAP attributes as JSON for the error topic (bytes shown with replacement chars)."""
+    return orjson.dumps(
+        {name: [bytes(v).decode("utf-8", errors="replace") for v in values] for name, values in raw.items()}
+    )
