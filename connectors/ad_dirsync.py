@@ -232,7 +232,9 @@ class DirSyncReader:
         try:
             return cookie_usn(cookie)
         except CookieError as exc:
-            raise PermanentError(f"forest {self.forest}: the server's DirSync cookie is not understood: {exc}") from None
+            raise PermanentError(
+                f"forest {self.forest}: the server's DirSync cookie is not understood: {exc}"
+            ) from None
 
 
 def _raw_json(dn: str, raw: Mapping[str, Sequence[bytes] | None]) -> bytes:

@@ -210,10 +210,14 @@ class SambaDC:
                 raise RigError(f"samba {self.realm}: provisioning took over {timeout:.0f}s; see {log_path}") from None
         if result.returncode != 0:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise RigError(f"samba {self.realm}: provisioning failed (exit {result.returncode}); see {log_path}:\n{tail}")
+            raise RigError(
+                f"samba {self.realm}: provisioning failed (exit {result.returncode}); see {log_path}:\n{tail}"
+            )
         self._allow_simple_bind()
         (self.home / _PROVISIONED_MARKER).touch()
-        logger.info("samba provisioned realm=%s home=%s seconds=%.1f", self.realm, self.home, time.monotonic() - started)
+        logger.info(
+            "samba provisioned realm=%s home=%s seconds=%.1f", self.realm, self.home, time.monotonic() - started
+        )
         return self
 
     def start(self, timeout: float = 60) -> SambaDC:

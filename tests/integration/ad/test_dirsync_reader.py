@@ -147,7 +147,8 @@ def only(changes: Sequence[DirectoryChange]) -> DirectoryChange:
 async def test_snapshot_holds_every_object_in_scope_and_nothing_else(alpha: Directory, tmp_path: Path) -> None:
     user = alpha.add_user("Snap User", displayName="Snap User", mail="snap@alpha.test")
     group = alpha.add_group("Snap Group")
-    alpha.connection.add(f"CN=PC1,OU=b,{alpha.ou}", ["top", "computer"], {"sAMAccountName": f"pc{secrets.token_hex(4)}$"})
+    computer = f"CN=PC1,OU=b,{alpha.ou}"
+    alpha.connection.add(computer, ["top", "computer"], {"sAMAccountName": f"pc{secrets.token_hex(4)}$"})
     alpha.add_user("Gone")
     alpha.delete(f"CN=Gone,OU=a,{alpha.ou}")
     reader = reader_for(alpha, tmp_path)
@@ -159,7 +160,7 @@ async def test_snapshot_holds_every_object_in_scope_and_nothing_else(alpha: Dire
     by_dn = {change.dn.lower(): change for change in batch.changes}
     assert {dn for dn in by_dn} == {
         dn.lower()
-        for dn in (alpha.ou, f"OU=a,{alpha.ou}", f"OU=b,{alpha.ou}", user, group, f"CN=PC1,OU=b,{alpha.ou}",
+        for dn in (alpha.ou, f"OU=a,{alpha.ou}", f"OU=b,{alpha.ou}", user, group, computer,
                    f"CN=Gone,OU=a,{alpha.ou}")
     }
     assert by_dn[f"CN=Gone,OU=a,{alpha.ou}".lower()].op is ChangeOp.DELETE
@@ -169,7 +170,7 @@ async def test_snapshot_holds_every_object_in_scope_and_nothing_else(alpha: Dire
     assert snap.attributes["displayName"] == ("Snap User",)
     assert snap.attributes["mail"] == ("snap@alpha.test",)
     assert by_dn[group.lower()].kind is ObjectKind.GROUP
-    assert by_dn[f"CN=PC1,OU=b,{alpha.ou}".lower()].kind is ObjectKind.OTHER
+    assert by_dn[computer.lower()].kind is ObjectKind.OTHER
     assert not any(name.lower() in ("unicodepwd", "ntsecuritydescriptor") for name in snap.attributes)
     assert batch.rejected == ()
 
