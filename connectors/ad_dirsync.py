@@ -1,7 +1,8 @@
 """Active Directory reader on the DirSync control (mode ``ad-dirsync``).
 
 A DirSync search with a cookie returns every object changed since that cookie, with only the
-attributes that changed, and a new cookie; with an empty cookie it returns every object. The
+attributes that changed, and a new cookie; with an empty cookie it returns every object, which
+is the reader's snapshot (the living objects in scope: tombstones are left to the sweep). The
 reader's position is that cookie (base64 text), so a restart resumes exactly where the last
 durable batch ended. AD accepts DirSync only at a naming-context root, so the search covers
 the whole domain and results outside ``base_dn`` are dropped here. Decoding rules (adds,
@@ -94,7 +95,14 @@ class DirSyncReader:
                 entries += len(page)
                 for dn, raw in page:
                     try:
-                        change = self._change(connection, known, parse_entry(dn, raw), page_position, changed_at)
+                        change = self._change(
+                            connection,
+                            known,
+                            parse_entry(dn, raw),
+                            snapshot=position is None,
+                            position=page_position,
+                            changed_at=changed_at,
+                        )
                     except EntryError as exc:
                         rejected.append(RejectedRecord(reason=str(exc), raw=_raw_json(dn, raw), position=page_position))
                         continue
@@ -110,7 +118,10 @@ class DirSyncReader:
             "dirsync read forest=%s snapshot=%s entries=%d changes=%d rejected=%d usn=%d",
             self.forest, position is None, entries, len(changes), len(rejected), self._usn(cookie),
         )
-        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=self._returned), entries
+        batch = ReadBatch(
+            changes=tuple(changes), rejected=tuple(rejected), position=self._returned, is_snapshot=position is None
+        )
+        return batch, entries
 
     def _dirsync(self, connection: Connection, cookie: bytes) -> tuple[list[tuple[str, Mapping]], bytes, bool]:
         """One DirSync round trip: the entries, the new cookie, whether the DC holds more back."""
@@ -144,7 +155,14 @@ class DirSyncReader:
         return entries, bytes(control["value"]["cookie"]), bool(control["value"]["more_results"])
 
     def _change(
-        self, connection: Connection, known: dict[str, str], entry: DirSyncEntry, position: str, changed_at: str
+        self,
+        connection: Connection,
+        known: dict[str, str],
+        entry: DirSyncEntry,
+        *,
+        snapshot: bool,
+        position: str,
+        changed_at: str,
     ) -> DirectoryChange | None:
         """The entry's change as seen from inside base_dn, keeping `known` up to date."""
         base = self._config.base_dn
@@ -152,6 +170,8 @@ class DirSyncReader:
         common = {"position": position, "changed_at": changed_at}
         if entry.deleted:
             known.pop(entry.object_id, None)
+            if snapshot:
+                return None  # a snapshot lists the living; the sweep after it removes the rest
             change = to_change(self.forest, entry, previous_dn=previous, **common)
             return change if within(change.dn, base) else None
         inside = within(entry.dn, base)
