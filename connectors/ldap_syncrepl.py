@@ -367,7 +367,11 @@ class _SyncStream:
                 self._room.wait()
             if self._closed:
                 return
+            # Only the first message into an empty inbox wakes the reader: it takes all there is.
+            wake = not self._messages
             self._messages.append(message)
+        if not wake:
+            return
         try:
             self.loop.call_soon_threadsafe(self.wake.set)
         except RuntimeError:
