@@ -15,8 +15,9 @@ committed, so a write the cookie covers was committed before the snapshot began 
 shows it; every later write's record is newer than the cookie and is pushed once the sync starts
 from it. A write in between is seen twice, which is harmless because the snapshot's changes carry
 the poll reader's snapshot position (the time before the cookie, minus the overlap window), older
-than the record's own. slapd's cookies hold only the CSN, not the search, so that cookie also
-serves the subtree search.
+than the record's reqStart as long as the clocks of idsync and slapd agree within that window,
+as the poll reader also assumes. slapd's cookies hold only the CSN, not the search, so that
+cookie also serves the subtree search.
 
 ldap3 delivers messages on its receiver thread. They cross to asyncio through a bounded inbox:
 when it is full the receiver thread waits, so a large backlog is held back by TCP instead of

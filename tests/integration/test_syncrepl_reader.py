@@ -266,7 +266,7 @@ async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path
         started = time.monotonic()
         with pytest.raises(RetriableError):
             await read_until_failure(reader, position)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # noticed promptly, not at a timeout
         with pytest.raises(RetriableError):  # reconnecting while the server is down
             await reader.read(position)
 
