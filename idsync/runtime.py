@@ -8,8 +8,10 @@ import logging
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from connectors.ad_dirsync import DirSyncReader
 from connectors.ldap_accesslog import AccesslogPollReader
 from connectors.ldap_contacts import LdapContactWriter
+from connectors.ldap_syncrepl import AccesslogSyncReader
 from streams.app import add_component, create_app
 from streams.contracts import ChangeReader
 from streams.kafka_topics import ensure_topics
@@ -21,7 +23,7 @@ from streams.topology import Forest, Topology
 
 log = logging.getLogger(__name__)
 
-READERS = {AccesslogPollReader.mode: AccesslogPollReader}
+READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader)}
 
 
 def build_worker(topology: Topology) -> faust.App:

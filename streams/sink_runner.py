@@ -38,16 +38,29 @@ class SinkRunner:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for partition, records in batches.items():
-                for record in records:
-                    await self._apply(record)
+                for record, state in (await self._latest_states(records)).values():
+                    await self._apply(record, state)
                 await self._consumer.commit({partition: records[-1].offset + 1})
 
-    async def _apply(self, record: ConsumerRecord) -> None:
-        try:
-            state = ContactState.from_bytes(record.value)
-        except EventDecodeError as exc:
-            await self._dead_letter(record, f"undecodable contact state: {exc}")
-            return
+    async def _latest_states(self, records: list[ConsumerRecord]) -> dict[str, tuple[ConsumerRecord, ContactState]]:
+        """The last state of each contact in the batch, in the order of those last states.
+
+        Each record is a contact's whole desired state, so earlier ones of the same contact
+        are superseded: writing them would only be undone (a burst of 100 changes to one
+        user becomes one write).
+        """
+        latest: dict[str, tuple[ConsumerRecord, ContactState]] = {}
+        for record in records:
+            try:
+                state = ContactState.from_bytes(record.value)
+            except EventDecodeError as exc:
+                await self._dead_letter(record, f"undecodable contact state: {exc}")
+                continue
+            latest.pop(state.anchor, None)
+            latest[state.anchor] = (record, state)
+        return latest
+
+    async def _apply(self, record: ConsumerRecord, state: ContactState) -> None:
         backoff = Backoff()
         while True:
             try:
