@@ -53,9 +53,6 @@ def sorted_errors(forest: str, *, on_connection_failure: Callable[[], None] | No
 class LdapSession:
     def __init__(self, forest: Forest, *, timeout: int = 10) -> None:
         self.forest = forest
-        # get_info=NONE: values stay as the server sent them (no schema-driven conversion
-        # of booleans or timestamps), which is what change events and diffs compare.
-        self._server = Server(forest.url, get_info=NONE, connect_timeout=timeout)
         self._timeout = timeout
         self._connection: Connection | None = None
 
@@ -68,8 +65,13 @@ class LdapSession:
             yield self._connection
 
     def _open(self) -> Connection:
+        # A new Server each time: ldap3 marks a server that refused a connection unusable for
+        # several seconds, which would delay the reconnect after an outage.
+        # get_info=NONE: values stay as the server sent them (no schema-driven conversion
+        # of booleans or timestamps), which is what change events and diffs compare.
+        server = Server(self.forest.url, get_info=NONE, connect_timeout=self._timeout)
         connection = Connection(
-            self._server,
+            server,
             user=self.forest.bind_dn,
             password=self.forest.password.reveal(),
             client_strategy=SYNC,
@@ -77,7 +79,11 @@ class LdapSession:
             receive_timeout=self._timeout,  # ldap3 packs it into a socket option: an int
             auto_bind=False,
         )
-        connection.bind()
+        try:
+            connection.bind()
+        except BaseException:
+            connection.unbind()  # closes the socket a failed bind leaves open
+            raise
         log.info("ldap connected forest=%s url=%s", self.forest.name, self.forest.url)
         return connection
 
