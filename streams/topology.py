@@ -30,7 +30,9 @@ ROLES: tuple[Role, ...] = ("user", "central")
 # accesslog-poll: slapd accesslog polled with an overlap window (connectors/ldap_accesslog.py)
 # accesslog-sync: RFC 4533 refreshAndPersist on slapd's accesslog (push, cookie-resumable)
 # ad-dirsync: Active Directory DirSync control (cookie-resumable, tombstones for deletes)
-CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync")
+# ad-usn-poll: Active Directory uSNChanged polling, deletes from the Deleted Objects container
+# generic-poll: any LDAP server, modifyTimestamp polling; deletes only found by reconciliation
+CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync", "ad-usn-poll", "generic-poll")
 DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors"}
@@ -112,6 +114,8 @@ class ChangeCapture:
     poll_interval_seconds: float
     overlap_seconds: float
     accesslog_base: str
+    # generic-poll: how often a full scan compares the directory with what was published.
+    reconcile_interval_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,7 +368,8 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
         sec.error("contacts_ou", "not allowed on the central forest: contacts are made in it, not copied from it")
     elif role == "user" and not sec.given("contacts_ou"):
         sec.error("contacts_ou", "required for a user forest: the OU of the central forest receiving its contacts")
-    capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base"))
+    capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base",
+                                           "reconcile_interval_seconds"))
     return Forest(
         name=name,
         role=role,
@@ -377,6 +382,9 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
             poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False),
             overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True),
             accesslog_base=capture.text("accesslog_base", "cn=accesslog", check=_dn_problem),
+            reconcile_interval_seconds=capture.number(
+                "reconcile_interval_seconds", 300.0, minimum=0, inclusive=False
+            ),
         ),
         contacts_ou=contacts_ou if role == "user" else None,
     )
