@@ -17,11 +17,10 @@ from ldap3.utils.dn import parse_dn
 from connectors.ldap_session import LdapSession
 from streams.contracts import PermanentError
 from streams.events import ContactState
+from streams.provisioning import ANCHOR_ATTRIBUTE
 from streams.topology import Forest
 
 log = logging.getLogger(__name__)
-
-ANCHOR_ATTRIBUTE = "idsyncAnchor"
 
 
 class LdapContactWriter:

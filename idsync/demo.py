@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import ldap3
 
-from connectors.ldap_contacts import ANCHOR_ATTRIBUTE
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
 from idsync.sample_data import SAMPLE_USERS, add_user, ensure_ou
+from streams.provisioning import ANCHOR_ATTRIBUTE
 from streams.topology import Topology
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,10 @@ from streams.metaverse import SourceObject
 from streams.topology import ContactPolicy, Topology
 
 
+# Every contact idsync writes carries its anchor here: the mark of idsync's own output.
+ANCHOR_ATTRIBUTE = "idsyncAnchor"
+
+
 class ProvisioningError(ValueError):
     """The object cannot become a contact; the reason goes to the error topic."""
 
@@ -31,7 +35,9 @@ def desired_contact(obj: SourceObject, topology: Topology) -> ContactState | Non
         if obj.kind is not ObjectKind.USER:
             return None
         return ContactState(anchor=obj.key, present=False, container_dn=forest.contacts_ou)
-    if obj.kind is not ObjectKind.USER:
+    if obj.kind is not ObjectKind.USER or ANCHOR_ATTRIBUTE.lower() in obj.attributes:
+        # An entry idsync wrote, read back through a forest whose scope overlaps a contacts
+        # OU, must never become a person again: that would be a replication loop.
         return None
     values = FirstValues(obj.attributes)
     name = values.get(policy.rdn_source)

@@ -155,3 +155,10 @@ def test_heartbeats_only_reveal_gaps():
     harness.append(user("u3"), partition=1)
     harness.feed(Heartbeat(sent_at="2026-11-22T05:00:00Z"), key=b"heartbeat", partition=1)
     assert [c.anchor for c in harness.contacts] == ["forest-a/u1", "forest-a/u3"] and not harness.letters
+
+
+def test_idsync_output_read_back_as_a_user_is_not_provisioned_again():
+    harness = Harness()
+    echoed = replace(user("u0"), attributes={**user("u0").attributes, "idsyncAnchor": ("forest-a/u8",)})
+    harness.feed(echoed)
+    assert not harness.contacts and not harness.letters and harness.table
