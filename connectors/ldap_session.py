@@ -82,15 +82,23 @@ class LdapSession:
         try:
             connection.bind()
         except BaseException:
-            connection.unbind()  # closes the socket a failed bind leaves open
+            _discard(connection)
             raise
         log.info("ldap connected forest=%s url=%s", self.forest.name, self.forest.url)
         return connection
 
     def close(self) -> None:
         if self._connection is not None:
-            try:
-                self._connection.unbind()
-            except Exception:  # noqa: BLE001 - the connection is being discarded anyway
-                pass
+            _discard(self._connection)
             self._connection = None
+
+
+def _discard(connection: Connection) -> None:
+    """Unbind, and close the socket even when unbinding fails on a broken connection."""
+    try:
+        connection.unbind()
+    except Exception:  # noqa: BLE001 - the connection is being discarded anyway
+        pass
+    finally:
+        if connection.socket is not None:
+            connection.socket.close()
