@@ -1,0 +1,156 @@
+"""What an Active Directory reader sees of its forest: the objects under ``base_dn``, and where each one was.
+
+Shared by the DirSync reader (:mod:`connectors.ad_dirsync`) and the uSNChanged poller
+(:mod:`connectors.ad_usn_poll`). Both read the whole naming context (DirSync must start at its
+root; the poller must see objects leave ``base_dn``) and neither source says where a renamed
+object was. So a reader remembers the DN of every object in scope, learnt from its snapshot and
+kept up with each batch, to turn a rename into a MOVE and to notice objects leaving ``base_dn``.
+After a restart from a stored position that memory is empty; an object renamed into scope is then
+published whole, as an ADD, and one renamed out of scope as a DELETE (harmless if it was never in
+scope: nothing downstream knows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from ldap3 import BASE, Connection
+
+from connectors.accesslog import attribute_value, within
+from connectors.ad_values import DirSyncEntry, same_dn, to_change
+from streams.contracts import PermanentError
+from streams.events import ChangeOp, DirectoryChange
+
+# How a reader turns an entry into its event, given where the object was last seen in scope.
+Publish = Callable[[DirSyncEntry, "str | None"], DirectoryChange]
+
+
+@dataclass(slots=True)
+class ScopeBatch:
+    """The scope as one batch changes it; becomes the reader's memory only once the batch is returned."""
+
+    forest: str
+    base_dn: str
+    snapshot: bool
+    complete: bool
+    known: dict[str, str] = field(default_factory=dict)
+
+    def change(
+        self,
+        entry: DirSyncEntry,
+        *,
+        renamed: bool,
+        publish: Publish,
+        whole: Callable[[], DirSyncEntry | None],
+        position: str,
+        changed_at: str,
+    ) -> DirectoryChange | None:
+        """The entry's change as seen from inside base_dn, or None.
+
+        `renamed`: the object's DN may have changed since the last batch. `whole` reads the object
+        in full, for one that came into scope (its earlier history is not ours).
+        """
+        previous = self.known.get(entry.object_id)
+        common = {"position": position, "changed_at": changed_at}
+        if entry.deleted:
+            self.known.pop(entry.object_id, None)
+            if self.snapshot:
+                return None  # a snapshot lists the living; the sweep after it removes the rest
+            change = to_change(self.forest, entry, previous_dn=previous, **common)
+            return change if within(change.dn, self.base_dn) else None
+        inside = within(entry.dn, self.base_dn)
+        if renamed and (previous is None or not same_dn(previous, entry.dn)):
+            return self._renamed(entry, previous, inside, publish, whole, common)
+        if not inside:
+            return None
+        self.known[entry.object_id] = entry.dn
+        return publish(entry, previous)
+
+    def _renamed(
+        self,
+        entry: DirSyncEntry,
+        previous: str | None,
+        inside: bool,
+        publish: Publish,
+        whole: Callable[[], DirSyncEntry | None],
+        common: dict[str, str],
+    ) -> DirectoryChange | None:
+        if previous is not None and inside:
+            self.known[entry.object_id] = entry.dn
+            return publish(entry, previous)
+        if previous is not None:
+            del self.known[entry.object_id]
+            return DirectoryChange(
+                forest=self.forest, object_id=entry.object_id, op=ChangeOp.DELETE, dn=previous, **common
+            )
+        if inside:
+            read = whole()
+            if read is None:  # gone again: a later batch brings the delete or the move out
+                return None
+            self.known[entry.object_id] = read.dn
+            return publish(read, None)
+        if self.complete:
+            return None  # every object in scope is known, so this one never was
+        return DirectoryChange(
+            forest=self.forest, object_id=entry.object_id, op=ChangeOp.DELETE, dn=entry.dn, **common
+        )
+
+
+class ScopeMemory:
+    """The DN of every object in scope as of the position a reader last returned."""
+
+    def __init__(self, forest: str, base_dn: str) -> None:
+        self._forest = forest
+        self._base_dn = base_dn
+        self._known: dict[str, str] = {}
+        # True when _known holds every object in scope (built from a snapshot in this process).
+        self._complete = False
+        self._returned: str | None = None
+
+    def begin(self, position: str | None) -> ScopeBatch:
+        if position is None or position != self._returned:
+            # A snapshot, or not a continuation of our own last batch (start, or a retry after
+            # a failed publish): what was learnt from unpublished batches must not be used.
+            self._known, self._complete = {}, False
+        return ScopeBatch(
+            forest=self._forest,
+            base_dn=self._base_dn,
+            snapshot=position is None,
+            complete=self._complete,
+            known=dict(self._known),
+        )
+
+    def returned(self, position: str, batch: ScopeBatch | None = None) -> None:
+        """The reader returns `position`; with the batch that led there, whose memory it keeps."""
+        if batch is not None:
+            self._known, self._complete = batch.known, self._complete or batch.snapshot
+        self._returned = position
+
+
+def naming_context(connection: Connection, forest: str, base_dn: str) -> str:
+    """The naming context (domain partition) holding base_dn, from the rootDSE."""
+    connection.search("", "(objectClass=*)", search_scope=BASE, attributes=["namingContexts"])
+    contexts = [
+        value.decode("utf-8")
+        for entry in connection.response
+        if entry.get("type") == "searchResEntry"
+        for value in entry["raw_attributes"].get("namingContexts", ())
+    ]
+    holding = [context for context in contexts if within(base_dn, context)]
+    if not holding:
+        raise PermanentError(
+            f"forest {forest}: base_dn {base_dn!r} is in none of the server's naming contexts ({'; '.join(contexts)})"
+        )
+    return max(holding, key=len)
+
+
+def raw_json(dn: str, raw: Mapping[str, Sequence[bytes] | None]) -> bytes:
+    """An entry as JSON for the error topic, values lossless (binary ones base64 under name;base64)."""
+    attributes: dict[str, list[str]] = {}
+    for name, values in raw.items():
+        for value in values or ():
+            key, text = attribute_value(name, bytes(value))
+            attributes.setdefault(key, []).append(text)
+    return orjson.dumps({"dn": dn, "attributes": attributes})
