@@ -8,19 +8,23 @@ written: applying the same state twice writes nothing the second time.
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from ldap3 import DEREF_NEVER, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from connectors.ldap_session import LdapSession
+from connectors.ldap_session import LdapSession, sorted_errors
 from streams.contracts import PermanentError
 from streams.events import ContactState
 from streams.provisioning import ANCHOR_ATTRIBUTE
 from streams.topology import Forest
 
 log = logging.getLogger(__name__)
+
+# Anchors looked up per search: keeps the filter well inside servers' request size limits.
+_LOOKUP_CHUNK = 100
 
 
 class LdapContactWriter:
@@ -29,45 +33,73 @@ class LdapContactWriter:
         self._session = LdapSession(central)
         self._known_containers: set[str] = set()
 
-    def apply(self, state: ContactState) -> str:
+    def apply_all(self, states: Sequence[ContactState]) -> list[str | PermanentError]:
+        """Apply each state; per state, what was done or why it can never be applied.
+
+        The contacts are looked up by anchor in a few searches for the whole batch: one
+        search per contact cost as much as the write itself. A lost connection raises
+        RetriableError for the whole batch, which is then applied again (idempotently).
+        """
         with self._session.connection() as connection:
-            existing = self._find(connection, state)
-            if not state.present:
-                if existing is None:
-                    return "absent"
-                self._delete(connection, existing["dn"])
-                return "deleted"
-            if existing is None:
-                self._create(connection, state)
-                return "created"
-            actions = []
-            if _normalized(existing["dn"]) != _normalized(state.dn):
-                self._move(connection, existing["dn"], state)
-                actions.append("moved")
-            changes = _attribute_changes(existing["raw_attributes"], state)
-            if changes:
-                connection.modify(state.dn, changes)
-                actions.append("updated")
-            return "+".join(actions) or "unchanged"
+            existing = self._find_all(connection, states)
+            results: list[str | PermanentError] = []
+            for state in states:
+                try:
+                    with sorted_errors(self._central.name, on_connection_failure=self._session.close):
+                        results.append(self._apply(connection, state, existing.get(state.anchor)))
+                except PermanentError as exc:
+                    results.append(exc)
+            return results
 
     def close(self) -> None:
         self._session.close()
 
-    def _find(self, connection, state: ContactState) -> dict | None:
-        connection.search(
-            self._central.base_dn,
-            f"({ANCHOR_ATTRIBUTE}={escape_filter_chars(state.anchor)})",
-            search_scope=SUBTREE,
-            dereference_aliases=DEREF_NEVER,
-            attributes=list(state.managed_attributes) or ["1.1"],
-        )
-        found = [e for e in connection.response if e.get("type") == "searchResEntry"]
-        if len(found) > 1:
+    def _apply(self, connection, state: ContactState, existing: dict | list[dict] | None) -> str:
+        if isinstance(existing, list):
             raise PermanentError(
-                f"anchor {state.anchor!r} is on {len(found)} entries: "
-                + ", ".join(repr(e["dn"]) for e in found)
+                f"anchor {state.anchor!r} is on {len(existing)} entries: "
+                + ", ".join(repr(e["dn"]) for e in existing)
             )
-        return found[0] if found else None
+        if not state.present:
+            if existing is None:
+                return "absent"
+            self._delete(connection, existing["dn"])
+            return "deleted"
+        if existing is None:
+            self._create(connection, state)
+            return "created"
+        actions = []
+        if _normalized(existing["dn"]) != _normalized(state.dn):
+            self._move(connection, existing["dn"], state)
+            actions.append("moved")
+        changes = _attribute_changes(existing["raw_attributes"], state)
+        if changes:
+            connection.modify(state.dn, changes)
+            actions.append("updated")
+        return "+".join(actions) or "unchanged"
+
+    def _find_all(self, connection, states: Sequence[ContactState]) -> dict[str, dict | list[dict]]:
+        """anchor -> its entry, or every entry carrying it when there is more than one."""
+        attributes = sorted({name for state in states for name in state.managed_attributes}) or ["1.1"]
+        anchors = sorted({state.anchor for state in states})
+        found: dict[str, list[dict]] = {}
+        for chunk in range(0, len(anchors), _LOOKUP_CHUNK):
+            wanted = "".join(
+                f"({ANCHOR_ATTRIBUTE}={escape_filter_chars(a)})" for a in anchors[chunk : chunk + _LOOKUP_CHUNK]
+            )
+            entries = connection.extend.standard.paged_search(
+                self._central.base_dn,
+                f"(|{wanted})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=[ANCHOR_ATTRIBUTE, *attributes],
+                generator=False,
+            )
+            for entry in entries:
+                if entry.get("type") == "searchResEntry":
+                    anchor = entry["raw_attributes"][ANCHOR_ATTRIBUTE][0].decode()
+                    found.setdefault(anchor, []).append(entry)
+        return {anchor: entries[0] if len(entries) == 1 else entries for anchor, entries in found.items()}
 
     def _create(self, connection, state: ContactState) -> None:
         self._ensure_container(connection, state.container_dn)

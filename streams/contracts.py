@@ -7,7 +7,7 @@ Errors are split the way a sink must treat them: retry later, or dead-letter and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from streams.events import ContactState, DirectoryChange
 
@@ -55,8 +55,9 @@ class ChangeReader(Protocol):
 
 
 class ContactWriter(Protocol):
-    def apply(self, state: ContactState) -> str:
-        """Make the directory match `state`, idempotently; returns what was done.
+    def apply_all(self, states: Sequence[ContactState]) -> list[str | PermanentError]:
+        """Make the directory match each state, idempotently; per state, what was done or why
+        it can never be applied. Raises RetriableError when the target is unavailable.
 
         Blocking: the core calls it from a worker thread.
         """

@@ -38,8 +38,7 @@ class SinkRunner:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for partition, records in batches.items():
-                for record, state in (await self._latest_states(records)).values():
-                    await self._apply(record, state)
+                await self._apply(list((await self._latest_states(records)).values()))
                 await self._consumer.commit({partition: records[-1].offset + 1})
 
     async def _latest_states(self, records: list[ConsumerRecord]) -> dict[str, tuple[ConsumerRecord, ContactState]]:
@@ -60,26 +59,23 @@ class SinkRunner:
             latest[state.anchor] = (record, state)
         return latest
 
-    async def _apply(self, record: ConsumerRecord, state: ContactState) -> None:
+    async def _apply(self, batch: list[tuple[ConsumerRecord, ContactState]]) -> None:
+        if not batch:
+            return
         backoff = Backoff()
         while True:
             try:
-                outcome = await asyncio.to_thread(self._writer.apply, state)
+                results = await asyncio.to_thread(self._writer.apply_all, [state for _, state in batch])
+                break
             except RetriableError as exc:
                 delay = backoff.next_delay()
-                log.warning(
-                    "contact writer waiting anchor=%s error=%s retry_in=%.1fs",
-                    state.anchor,
-                    exc,
-                    delay,
-                )
+                log.warning("contact writer waiting contacts=%d error=%s retry_in=%.1fs", len(batch), exc, delay)
                 await asyncio.sleep(delay)
-            except PermanentError as exc:
-                await self._dead_letter(record, str(exc))
-                return
+        for (record, state), result in zip(batch, results):
+            if isinstance(result, PermanentError):
+                await self._dead_letter(record, str(result))
             else:
-                log.info("contact %s anchor=%s dn=%s", outcome, state.anchor, state.dn)
-                return
+                log.info("contact %s anchor=%s dn=%s", result, state.anchor, state.dn)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         letter = DeadLetter(
