@@ -26,6 +26,10 @@ the entries a DirSync search returns. What DirSync sends, and how it becomes an 
 DirSync never returns ``uSNChanged`` (it is not replicated), so an event's position is the USN
 high-water mark of the cookie returned with it: every change it covers is at or below that
 USN and every later change above it. Zero-padded to 20 digits, positions sort as text.
+
+The uSNChanged poller (:mod:`connectors.ad_usn_poll`) reads whole entries with a plain search
+instead; they carry ``whenCreated``, so :func:`to_change` makes each an ADD of the latest state.
+Its own rules (:func:`latest_state`, :func:`entry_usn`, :func:`rdn_usn`) are at the end.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ import binascii
 import re
 import struct
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from ldap3.utils.dn import parse_dn
 
@@ -125,6 +129,12 @@ _COOKIE_MAGIC = b"MSDS"
 # MS-ADTS 3.1.1.3.4.1.3 cookie: signature, version, creation time, reserved, UTD vector size,
 # then the USN vector (usnHighObjUpdate, usnReserved, usnHighPropUpdate).
 _COOKIE_USN_VECTOR = struct.Struct("<4sIQQIQQQ")
+# MS-DRSR 5.166 replPropertyMetaDataBlob (version 1): version, reserved, count, reserved, then per
+# attribute: attrType, dwVersion, timeChanged, uuidDsaOriginating, usnOriginating, usnProperty.
+_METADATA_HEADER = struct.Struct("<IIII")
+_METADATA_ENTRY = struct.Struct("<IIQ16sqq")
+# ATTRTYP of `name` (the RDN): AD updates its metadata on every rename and every move.
+_NAME_ATTRTYP = 0x90001
 
 
 class EntryError(ValueError):
@@ -331,6 +341,60 @@ def escape_rdn_value(value: str) -> str:
 def same_dn(left: str, right: str) -> bool:
     """DN equality as LDAP means it: escaping and the case of types and values do not matter."""
     return within(left, right) and within(right, left)
+
+
+def entry_usn(entry: DirSyncEntry) -> int:
+    """The object's uSNChanged: the local USN of its latest change."""
+    values = _values(entry.raw, "uSNChanged")
+    if len(values) != 1 or not bytes(values[0]).isdigit():
+        raise EntryError(f"entry {entry.dn!r} has no single numeric uSNChanged ({list(values)!r})")
+    return int(values[0])
+
+
+def rdn_usn(entry: DirSyncEntry) -> int | None:
+    """The local USN of the object's latest rename or move, from replPropertyMetaData; None when
+    the entry does not carry that attribute or it is not a version 1 blob."""
+    blobs = _values(entry.raw, "replPropertyMetaData")
+    if len(blobs) != 1 or len(blobs[0]) < _METADATA_HEADER.size:
+        return None
+    blob = bytes(blobs[0])
+    version, _, count, _ = _METADATA_HEADER.unpack_from(blob)
+    if version != 1 or len(blob) < _METADATA_HEADER.size + count * _METADATA_ENTRY.size:
+        return None
+    for offset in range(_METADATA_HEADER.size, _METADATA_HEADER.size + count * _METADATA_ENTRY.size,
+                        _METADATA_ENTRY.size):
+        attribute, _, _, _, _, local_usn = _METADATA_ENTRY.unpack_from(blob, offset)
+        if attribute == _NAME_ATTRTYP:
+            return local_usn
+    return None
+
+
+def latest_state(
+    forest: str,
+    entry: DirSyncEntry,
+    *,
+    position: str,
+    changed_at: str,
+    previous_dn: str | None = None,
+    published: Collection[str] = (),
+) -> DirectoryChange:
+    """A whole living entry as an event: an ADD, or a MOVE when it was last seen at another DN.
+
+    The metaverse applies a MOVE's modifications to what it holds, so the MOVE replaces every
+    attribute the entry has and clears every other one of `published` (the attribute names
+    the caller has published for this forest, a superset of what the metaverse holds for it):
+    an attribute cleared in the same poll interval as the rename is not left behind.
+    """
+    change = to_change(forest, entry, position=position, changed_at=changed_at)
+    if previous_dn is None or same_dn(previous_dn, entry.dn):
+        return change
+    present = {name.lower() for name in change.attributes}
+    cleared = sorted({name.lower() for name in published} - present)
+    modifications = [
+        Modification(attribute=name, op=ModOp.REPLACE, values=values) for name, values in change.attributes.items()
+    ]
+    modifications += [Modification(attribute=name, op=ModOp.DELETE) for name in cleared]
+    return replace(change, op=ChangeOp.MOVE, old_dn=previous_dn, attributes={}, modifications=tuple(modifications))
 
 
 def _rdn(entry: DirSyncEntry) -> tuple[str | None, str | None]:

@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import ldap3
 import pytest
 
+from connectors.ad_values import escape_rdn_value
 from idsync.rig.samba import AddressClaim, SambaDC, claim_loopback_address
+
+USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
 
 
 class AdForests(NamedTuple):
@@ -54,3 +58,44 @@ def ad_forests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdForests]:
             dc.stop()
         for claim in claims:
             claim.release()
+
+
+class Directory:
+    """Writes to one AD forest as Administrator, below a test's own OU (with sub-OUs a and b)."""
+
+    def __init__(self, dc: SambaDC, connection: ldap3.Connection, ou_name: str) -> None:
+        self.dc = dc
+        self.connection = connection
+        self.ou = f"OU={ou_name},{dc.base_dn}"
+        for dn in (self.ou, f"OU=a,{self.ou}", f"OU=b,{self.ou}"):
+            self.connection.add(dn, ["top", "organizationalUnit"])
+
+    def add_user(self, cn: str, ou: str = "a", **attributes: object) -> str:
+        dn = f"CN={escape_rdn_value(cn)},OU={ou},{self.ou}"
+        self.connection.add(dn, USER_CLASSES, {"sAMAccountName": f"u{secrets.token_hex(8)}", **attributes})
+        return dn
+
+    def add_group(self, cn: str, ou: str = "a") -> str:
+        dn = f"CN={escape_rdn_value(cn)},OU={ou},{self.ou}"
+        self.connection.add(dn, ["top", "group"], {"sAMAccountName": f"g{secrets.token_hex(8)}"})
+        return dn
+
+    def replace(self, dn: str, **attributes: object) -> None:
+        self.connection.modify(dn, {name: [(ldap3.MODIFY_REPLACE, [value])] for name, value in attributes.items()})
+
+    def members(self, group: str, op: str, *members: str) -> None:
+        self.connection.modify(group, {"member": [(op, list(members))]})
+
+    def delete(self, dn: str) -> None:
+        self.connection.delete(dn)
+
+    def read(self, dn: str) -> dict:
+        self.connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["*"])
+        entry = self.connection.response[0]
+        return {"dn": entry["dn"], **{k.lower(): v for k, v in entry["raw_attributes"].items()}}
+
+
+@pytest.fixture
+def alpha(ad_forests: AdForests, unique_name: str) -> Iterator[Directory]:
+    with ad_forests.alpha.admin_connection(raise_exceptions=True) as connection:
+        yield Directory(ad_forests.alpha, connection, unique_name)

@@ -13,7 +13,7 @@ import random
 import secrets
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ldap3
@@ -22,19 +22,18 @@ import pytest
 from connectors.ad_dirsync import DirSyncReader
 from connectors.ad_values import escape_rdn_value, same_dn
 from idsync.rig.samba import SambaDC
-from streams.contracts import RetriableError
+from streams.contracts import ChangeReader, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 from streams.metaverse import SourceObject, apply_change
 from streams.topology import Forest, parse_topology
-from tests.integration.ad.conftest import AdForests
+from tests.integration.ad.conftest import AdForests, Directory
 
 pytestmark = pytest.mark.integration
 
 POLL_SECONDS = 0.1
-USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
 
 
-def forest_of(dc: SambaDC, name: str, base_dn: str, secrets_dir: Path) -> Forest:
+def forest_of(dc: SambaDC, name: str, base_dn: str, secrets_dir: Path, mode: str = "ad-dirsync") -> Forest:
     """The forest as idsync's topology describes it (password from a file, as in production)."""
     password_file = secrets_dir / f"{name}.password"
     password_file.write_text(dc.admin_password)
@@ -49,7 +48,7 @@ def forest_of(dc: SambaDC, name: str, base_dn: str, secrets_dir: Path) -> Forest
                     "base_dn": base_dn,
                     "bind_dn": dc.admin_dn,
                     "password_file": str(password_file),
-                    "change_capture": {"mode": "ad-dirsync", "poll_interval_seconds": POLL_SECONDS},
+                    "change_capture": {"mode": mode, "poll_interval_seconds": POLL_SECONDS},
                     "contacts_ou": "OU=contacts,DC=central,DC=test",
                 },
                 {
@@ -67,53 +66,12 @@ def forest_of(dc: SambaDC, name: str, base_dn: str, secrets_dir: Path) -> Forest
     return topology.forest(name)
 
 
-class Directory:
-    """Writes to one AD forest as Administrator, below a test's own OU (with sub-OUs a and b)."""
-
-    def __init__(self, dc: SambaDC, connection: ldap3.Connection, ou_name: str) -> None:
-        self.dc = dc
-        self.connection = connection
-        self.ou = f"OU={ou_name},{dc.base_dn}"
-        for dn in (self.ou, f"OU=a,{self.ou}", f"OU=b,{self.ou}"):
-            self.connection.add(dn, ["top", "organizationalUnit"])
-
-    def add_user(self, cn: str, ou: str = "a", **attributes: object) -> str:
-        dn = f"CN={escape_rdn_value(cn)},OU={ou},{self.ou}"
-        self.connection.add(dn, USER_CLASSES, {"sAMAccountName": f"u{secrets.token_hex(8)}", **attributes})
-        return dn
-
-    def add_group(self, cn: str, ou: str = "a") -> str:
-        dn = f"CN={escape_rdn_value(cn)},OU={ou},{self.ou}"
-        self.connection.add(dn, ["top", "group"], {"sAMAccountName": f"g{secrets.token_hex(8)}"})
-        return dn
-
-    def replace(self, dn: str, **attributes: object) -> None:
-        self.connection.modify(dn, {name: [(ldap3.MODIFY_REPLACE, [value])] for name, value in attributes.items()})
-
-    def members(self, group: str, op: str, *members: str) -> None:
-        self.connection.modify(group, {"member": [(op, list(members))]})
-
-    def delete(self, dn: str) -> None:
-        self.connection.delete(dn)
-
-    def read(self, dn: str) -> dict:
-        self.connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["*"])
-        entry = self.connection.response[0]
-        return {"dn": entry["dn"], **{k.lower(): v for k, v in entry["raw_attributes"].items()}}
-
-
-@pytest.fixture
-def alpha(ad_forests: AdForests, unique_name: str) -> Iterator[Directory]:
-    with ad_forests.alpha.admin_connection(raise_exceptions=True) as connection:
-        yield Directory(ad_forests.alpha, connection, unique_name)
-
-
 def reader_for(directory: Directory, tmp_path: Path, name: str = "alpha") -> DirSyncReader:
     return DirSyncReader(forest_of(directory.dc, name, directory.ou, tmp_path))
 
 
 async def changes_until(
-    reader: DirSyncReader,
+    reader: ChangeReader,
     position: str | None,
     done: Callable[[list[DirectoryChange]], bool],
     *,

@@ -1,0 +1,240 @@
+"""Active Directory reader polling ``uSNChanged`` (mode ``ad-usn-poll``).
+
+For forests whose sync account lacks the Replicating Directory Changes right that DirSync needs:
+any authenticated account can read ``uSNChanged``, the DC-local number of an object's latest
+change. Each read asks the naming context for the objects whose ``uSNChanged`` is above the
+position and publishes each one whole, as its latest state; deleted objects are found in the
+Deleted Objects container, which only the Show Deleted control makes visible. Decoding is shared
+with the DirSync reader (:mod:`connectors.ad_values`), and so is the memory of DNs that turns
+renames into MOVEs and moves across ``base_dn`` into ADDs and DELETEs (:mod:`connectors.ad_scope`).
+
+What this mode does not carry: intermediate states (two changes between polls are one event)
+and membership deltas. A group's event holds its whole ``member`` list, which the metaverse's
+ADD replaces; the result is the same, only the stream says "these are the members" rather than
+"this member joined".
+
+Positions are USNs, zero-padded to 20 digits so that they sort as text. Every read first takes
+the DC's ``highestCommittedUSN`` and searches no higher: a change committed after that has a
+higher USN and is left to the next read, in both searches alike, so a change made between the
+search for living objects and the search for tombstones cannot be skipped by the other one's
+higher position. The reader relies on the DC handing out USNs in commit order, as AD's own
+replication high-water marks do (Samba serialises its writes).
+
+After a restart the memory of DNs is empty: an object found outside ``base_dn`` is taken as
+moved out (a DELETE) only if its ``replPropertyMetaData`` says its ``name`` changed since the
+position (AD updates that on every rename and move), so mere changes outside stay silent.
+
+Limits: USNs belong to one DC, so ``url`` must always reach the same DC; after pointing it at
+another one, run a full import. A value list that AD hands out in ranges (``member;range=0-1499``
+of groups over its MaxValRange) is not fetched range by range: such an entry goes to the error
+topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ldap3 import BASE, DEREF_NEVER, LEVEL, SUBTREE, Connection
+from ldap3.protocol.microsoft import show_deleted_control
+
+from connectors.ad_scope import ScopeBatch, ScopeMemory, naming_context, raw_json
+from connectors.ad_values import (
+    DirSyncEntry,
+    EntryError,
+    entry_usn,
+    latest_state,
+    parse_entry,
+    rdn_usn,
+    usn_position,
+)
+from connectors.ldap_session import LdapSession
+from streams.contracts import PermanentError, ReadBatch, RejectedRecord
+from streams.events import DirectoryChange
+from streams.topology import Forest
+
+log = logging.getLogger(__name__)
+
+_PAGE_SIZE = 500
+# The most USNs one read covers: each change takes at least one, so a batch stays bounded after
+# a long outage without the server-side sort Samba does not offer.
+_USN_WINDOW = 5000
+# uSNChanged and replPropertyMetaData are not in every server's "*".
+_ATTRIBUTES = ["*", "uSNChanged", "replPropertyMetaData"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    dn: str
+    raw: Mapping[str, Sequence[bytes] | None]
+
+
+class UsnPollReader:
+    mode = "ad-usn-poll"
+
+    def __init__(self, forest: Forest) -> None:
+        self.forest = forest.name
+        self._config = forest
+        self._capture = forest.change_capture
+        self._session = LdapSession(forest)
+        self._naming_context: str | None = None
+        self._scope = ScopeMemory(forest.name, forest.base_dn)
+        # Every attribute name this reader has published: a MOVE clears those its entry lacks.
+        # Only ever grows, so a retried batch still finds a superset of what the metaverse holds.
+        self._published: set[str] = set()
+
+    async def read(self, position: str | None) -> ReadBatch:
+        batch, entries = await asyncio.to_thread(self._read, position)
+        if not entries:
+            await asyncio.sleep(self._capture.poll_interval_seconds)
+        return batch
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._session.close)
+
+    def _read(self, position: str | None) -> tuple[ReadBatch, int]:
+        scope = self._scope.begin(position)
+        with self._session.connection() as connection:
+            root = self._root(connection)
+            # Read before searching. For a snapshot this is its position: a change committed during
+            # the search has a higher USN, so the first poll reads it again (the snapshot may already
+            # hold it: the same state at the same position, which the metaverse drops), and an
+            # object deleted during the search leaves a tombstone above it. Nothing falls between.
+            highest = self._highest_usn(connection)
+            if position is None:
+                found, low, high = list(self._search(connection, self._config.base_dn, "(objectClass=*)")), 0, highest
+            else:
+                low = self._usn(position) + 1
+                found, high = self._changed(connection, root, low, highest)
+        if position is not None and not found:
+            self._scope.returned(position)
+            return ReadBatch(changes=(), rejected=(), position=position), 0
+        changes, rejected, top = self._decode(scope, found, since=low, ceiling=high)
+        # A snapshot covers every change up to the USN read before it; a poll, what it returned.
+        returned = usn_position(highest if position is None else top)
+        self._scope.returned(returned, scope)
+        log.log(
+            logging.INFO if position is None else logging.DEBUG,
+            "usn poll read forest=%s snapshot=%s entries=%d changes=%d rejected=%d usn=%s highest=%d",
+            self.forest, position is None, len(found), len(changes), len(rejected), returned, highest,
+        )
+        batch = ReadBatch(
+            changes=tuple(changes), rejected=tuple(rejected), position=returned, is_snapshot=position is None
+        )
+        return batch, len(found)
+
+    def _changed(self, connection: Connection, root: str, low: int, highest: int) -> tuple[list[_Found], int]:
+        """Living and deleted objects changed in the first USN window from `low` that has any,
+        and the window's upper bound."""
+        found: list[_Found] = []
+        high = low - 1
+        while not found and low <= highest:
+            high = min(highest, low + _USN_WINDOW - 1)
+            bounds = f"(uSNChanged>={low})(uSNChanged<={high})"
+            found = [
+                *self._search(connection, root, f"(&(objectClass=*){bounds})"),
+                # One level: tombstones are flattened into the container, itself marked deleted.
+                *self._search(
+                    connection, f"CN=Deleted Objects,{root}", f"(&(isDeleted=TRUE){bounds})", deleted=True
+                ),
+            ]
+            low = high + 1
+        return found, high
+
+    def _decode(
+        self, scope: ScopeBatch, found: list[_Found], *, since: int, ceiling: int
+    ) -> tuple[list[DirectoryChange], list[RejectedRecord], int]:
+        """The events of the entries in USN order, the rejected ones, and the highest USN seen."""
+        changed_at = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        changes: list[DirectoryChange] = []
+        rejected: list[RejectedRecord] = []
+        ordered: list[tuple[int, DirSyncEntry]] = []
+        top = 0
+        for item in found:
+            try:
+                entry = parse_entry(item.dn, item.raw)
+                ordered.append((entry_usn(entry), entry))
+            except EntryError as exc:
+                # Matched by a uSNChanged filter capped at the ceiling, so at most that.
+                rejected.append(RejectedRecord(reason=str(exc), raw=raw_json(item.dn, item.raw),
+                                               position=usn_position(ceiling)))
+                top = ceiling
+        for usn, entry in sorted(ordered, key=lambda pair: pair[0]):
+            top = max(top, usn)
+            try:
+                change = self._change(scope, entry, usn_position(usn), since=since, changed_at=changed_at)
+            except EntryError as exc:
+                rejected.append(
+                    RejectedRecord(reason=str(exc), raw=raw_json(entry.dn, entry.raw), position=usn_position(usn))
+                )
+                continue
+            if change is not None:
+                changes.append(change)
+        return changes, rejected, top
+
+    def _change(
+        self, scope: ScopeBatch, entry: DirSyncEntry, position: str, *, since: int, changed_at: str
+    ) -> DirectoryChange | None:
+        def publish(whole: DirSyncEntry, previous: str | None) -> DirectoryChange:
+            change = latest_state(
+                self.forest, whole, position=position, changed_at=changed_at, previous_dn=previous,
+                published=self._published,
+            )
+            self._published.update(name.lower() for name in change.attributes)
+            return change
+
+        renamed_at = rdn_usn(entry)
+        return scope.change(
+            entry,
+            # Without the metadata, assume a rename: the cost is a harmless DELETE.
+            renamed=not scope.snapshot and (renamed_at is None or renamed_at >= since),
+            publish=publish,
+            whole=lambda: entry,  # the search returned it whole already
+            position=position,
+            changed_at=changed_at,
+        )
+
+    def _search(
+        self, connection: Connection, base: str, ldap_filter: str, *, deleted: bool = False
+    ) -> Iterator[_Found]:
+        """Paged; `deleted`: the tombstones directly below `base` (the Deleted Objects container)."""
+        entries = connection.extend.standard.paged_search(
+            base,
+            ldap_filter,
+            search_scope=LEVEL if deleted else SUBTREE,
+            dereference_aliases=DEREF_NEVER,
+            attributes=_ATTRIBUTES,
+            controls=[show_deleted_control(criticality=True)] if deleted else None,
+            paged_size=_PAGE_SIZE,
+            generator=True,
+        )
+        for entry in entries:
+            if entry.get("type") == "searchResEntry":
+                yield _Found(entry["dn"], entry["raw_attributes"])
+
+    def _highest_usn(self, connection: Connection) -> int:
+        connection.search("", "(objectClass=*)", search_scope=BASE, attributes=["highestCommittedUSN"])
+        values = [
+            value
+            for entry in connection.response
+            if entry.get("type") == "searchResEntry"
+            for value in entry["raw_attributes"].get("highestCommittedUSN", ())
+        ]
+        if len(values) != 1 or not bytes(values[0]).isdigit():
+            raise PermanentError(f"forest {self.forest}: the rootDSE has no highestCommittedUSN ({values!r})")
+        return int(values[0])
+
+    def _root(self, connection: Connection) -> str:
+        """The naming context holding base_dn: searched whole, to see objects leave base_dn."""
+        if self._naming_context is None:
+            self._naming_context = naming_context(connection, self.forest, self._config.base_dn)
+            log.info("usn poll naming context forest=%s root=%s", self.forest, self._naming_context)
+        return self._naming_context
+
+    def _usn(self, position: str) -> int:
+        if not position.isdigit():
+            raise PermanentError(f"forest {self.forest}: stored position {position!r} is not a USN")
+        return int(position)
