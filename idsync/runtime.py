@@ -9,6 +9,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.ad_dirsync import DirSyncReader
+from connectors.ad_usn_poll import UsnPollReader
 from connectors.ldap_accesslog import AccesslogPollReader
 from connectors.ldap_contacts import LdapContactWriter
 from connectors.ldap_syncrepl import AccesslogSyncReader
@@ -23,7 +24,7 @@ from streams.topology import Forest, Topology
 
 log = logging.getLogger(__name__)
 
-READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader)}
+READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader, UsnPollReader)}
 
 
 def build_worker(topology: Topology) -> faust.App:
