@@ -17,15 +17,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ContextManager
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from idsync.rig.admin import admin_connection
 from idsync.rig.errors import RigError
 from idsync.rig.process import ManagedProcess
 
@@ -149,18 +148,11 @@ class SambaDC:
     def provisioned(self) -> bool:
         return (self.home / _PROVISIONED_MARKER).is_file()
 
-    @contextmanager
-    def admin_connection(self, **connection_options: Any) -> Iterator[ldap3.Connection]:
+    def admin_connection(self, **connection_options: Any) -> ContextManager[ldap3.Connection]:
         """A connection bound as Administrator (simple bind), unbound on leaving the block."""
-        conn = ldap3.Connection(
-            ldap3.Server(self.url, connect_timeout=5), self.admin_dn, self.admin_password, **connection_options
+        return admin_connection(
+            self.url, self.admin_dn, self.admin_password, server_name=f"samba {self.realm}", **connection_options
         )
-        try:
-            if not conn.bind():
-                raise RigError(f"samba {self.realm}: admin bind refused: {conn.result['description']}")
-            yield conn
-        finally:
-            conn.unbind()
 
     def provision(self, timeout: float = 180) -> SambaDC:
         """Creates the domain once; safe to call from a worker thread (the child exits by itself)."""

@@ -8,16 +8,15 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from string import Template
 from types import TracebackType
-from typing import Any
+from typing import Any, ContextManager
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from idsync.rig.admin import admin_connection
 from idsync.rig.errors import RigError
 from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
@@ -77,18 +76,11 @@ class SlapdInstance:
     def log_file(self) -> Path:
         return self.home / "slapd.log"
 
-    @contextmanager
-    def admin_connection(self, **connection_options: Any) -> Iterator[ldap3.Connection]:
+    def admin_connection(self, **connection_options: Any) -> ContextManager[ldap3.Connection]:
         """A connection bound as the admin DN, unbound (socket closed) on leaving the block."""
-        conn = ldap3.Connection(
-            ldap3.Server(self.url, connect_timeout=5), self.admin_dn, self.admin_password, **connection_options
+        return admin_connection(
+            self.url, self.admin_dn, self.admin_password, server_name=f"slapd {self.name}", **connection_options
         )
-        try:
-            if not conn.bind():
-                raise RigError(f"slapd {self.name}: admin bind refused: {conn.result['description']}")
-            yield conn
-        finally:
-            conn.unbind()
 
     def start(self, timeout: float = 15) -> SlapdInstance:
         if self._process is not None and self._process.running:
