@@ -92,7 +92,7 @@ class ForestScope:
                 if entry.get("type") != "searchResEntry":
                     continue
                 try:
-                    changes.append(self._snapshot_change(entry, position))
+                    changes.append(self.entry_change(entry, position))
                 except RecordError as exc:
                     rejected.append(
                         RejectedRecord(reason=str(exc), raw=raw_json(entry["raw_attributes"]), position=position)
@@ -112,9 +112,10 @@ class ForestScope:
             )
             found = [e for e in connection.response if e.get("type") == "searchResEntry"]
         # Gone again already: the delete that follows in the log says so.
-        return self._snapshot_change(found[0], change.position) if found else None
+        return self.entry_change(found[0], change.position) if found else None
 
-    def _snapshot_change(self, entry: dict, position: str) -> DirectoryChange:
+    def entry_change(self, entry: dict, position: str) -> DirectoryChange:
+        """A search result entry as an add carrying its whole state; RecordError without entryUUID."""
         attributes: dict[str, tuple[str, ...]] = {}
         for name, values in entry["raw_attributes"].items():
             for value in values:

@@ -12,6 +12,7 @@ from connectors.ad_dirsync import DirSyncReader
 from connectors.ad_usn_poll import UsnPollReader
 from connectors.ldap_accesslog import AccesslogPollReader
 from connectors.ldap_contacts import LdapContactWriter
+from connectors.ldap_generic_poll import GenericPollReader
 from connectors.ldap_syncrepl import AccesslogSyncReader
 from streams.app import add_component, create_app
 from streams.contracts import ChangeReader
@@ -24,7 +25,7 @@ from streams.topology import Forest, Topology
 
 log = logging.getLogger(__name__)
 
-READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader, UsnPollReader)}
+READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader, UsnPollReader, GenericPollReader)}
 
 
 def build_worker(topology: Topology) -> faust.App:
