@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import ldap3
 import yaml
@@ -133,9 +133,17 @@ class GalDeployment:
 
 
 def write_topology(
-    workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance], streams: dict
+    workdir: Path,
+    name: str,
+    broker: KafkaBroker,
+    directories: dict[str, SlapdInstance],
+    streams: dict,
+    change_capture: Mapping[str, Mapping[str, object]] | None = None,
 ) -> tuple[Path, dict[str, str]]:
-    """A topology for this test only: OUs, topics and group ids all carry `name`."""
+    """A topology for this test only: OUs, topics and group ids all carry `name`.
+
+    `change_capture` overrides change-capture settings per directory key (e.g. "forest_a").
+    """
     env, forests = {}, []
     central_base = f"ou={name},{directories['central'].suffix}"
     for key, instance in directories.items():
@@ -152,7 +160,8 @@ def write_topology(
             "base_dn": base,
             "bind_dn": instance.admin_dn,
             "password_env": variable,
-            "change_capture": {"mode": "accesslog-poll", "poll_interval_seconds": 0.1, "overlap_seconds": 2.0},
+            "change_capture": {"mode": "accesslog-poll", "poll_interval_seconds": 0.1, "overlap_seconds": 2.0}
+            | dict((change_capture or {}).get(key, {})),
         }
         if key != "central":
             forest["contacts_ou"] = f"ou={forest_name},{central_base}"
@@ -187,10 +196,17 @@ def write_topology(
 
 
 def deploy(
-    workdir: Path, name: str, broker: KafkaBroker, directories: dict[str, SlapdInstance], **streams: object
+    workdir: Path,
+    name: str,
+    broker: KafkaBroker,
+    directories: dict[str, SlapdInstance],
+    *,
+    change_capture: Mapping[str, Mapping[str, object]] | None = None,
+    **streams: object,
 ) -> GalDeployment:
-    """`streams` overrides settings of the topology's streams section for this deployment."""
-    path, env = write_topology(workdir, name, broker, directories, streams)
+    """`streams` overrides settings of the topology's streams section for this deployment;
+    `change_capture` those of a forest's change capture, by directory key."""
+    path, env = write_topology(workdir, name, broker, directories, streams, change_capture)
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
     )
