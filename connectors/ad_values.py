@@ -29,7 +29,7 @@ USN and every later change above it. Zero-padded to 20 digits, positions sort as
 
 The uSNChanged poller (:mod:`connectors.ad_usn_poll`) reads whole entries with a plain search
 instead; they carry ``whenCreated``, so :func:`to_change` makes each an ADD of the latest state.
-Its own rules (:func:`latest_state`, :func:`entry_usn`, :func:`rdn_usn`) are at the end.
+Its own rules are :func:`entry_usn`, :func:`rdn_usn` and :func:`latest_state`.
 """
 
 from __future__ import annotations
