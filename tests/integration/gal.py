@@ -22,6 +22,8 @@ from streams.topology import Topology, load_topology
 
 T = TypeVar("T")
 FOREST_NAMES = {"central": "central", "forest_a": "forest-a", "forest_b": "forest-b"}
+# Both OpenLDAP readers run in every end-to-end test: forest-b is pushed, the others polled.
+DEFAULT_MODES = {"central": "accesslog-poll", "forest_a": "accesslog-poll", "forest_b": "accesslog-sync"}
 
 
 def eventually(probe: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
@@ -160,7 +162,7 @@ def write_topology(
             "base_dn": base,
             "bind_dn": instance.admin_dn,
             "password_env": variable,
-            "change_capture": {"mode": "accesslog-poll", "poll_interval_seconds": 0.1, "overlap_seconds": 2.0}
+            "change_capture": {"mode": DEFAULT_MODES[key], "poll_interval_seconds": 0.1, "overlap_seconds": 2.0}
             | dict((change_capture or {}).get(key, {})),
         }
         if key != "central":
