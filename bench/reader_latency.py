@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from connectors.ldap_accesslog import AccesslogPollReader  # noqa: E402
 from connectors.ldap_syncrepl import AccesslogSyncReader  # noqa: E402
 from idsync.rig import SlapdInstance  # noqa: E402
+from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
-from streams.topology import ChangeCapture, Forest, Secret  # noqa: E402
+from streams.topology import Forest  # noqa: E402
 
 USERS = 10
 
@@ -49,18 +50,7 @@ class Run:
 
 
 def forest(instance: SlapdInstance, base: str, password_file: Path, mode: str, poll_interval: float) -> Forest:
-    return Forest(
-        name="bench",
-        role="user",
-        url=instance.url,
-        base_dn=base,
-        bind_dn=instance.admin_dn,
-        password=Secret(file=password_file),
-        change_capture=ChangeCapture(
-            mode=mode, poll_interval_seconds=poll_interval, overlap_seconds=2.0, accesslog_base="cn=accesslog"
-        ),
-        contacts_ou=None,
-    )
+    return reader_forest(instance, base, password_file, name="bench", mode=mode, poll_interval_seconds=poll_interval)
 
 
 def tag_of(change) -> str | None:

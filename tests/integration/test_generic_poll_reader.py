@@ -13,10 +13,11 @@ import pytest
 
 from connectors.ldap_generic_poll import MODIFY_TIMESTAMP, GenericPollReader
 from idsync.rig import SlapdInstance
+from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange
-from streams.topology import ChangeCapture, Forest, Secret
+from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.gal import deploy, eventually
 from tests.integration.test_syncrepl_reader import Directory
@@ -28,22 +29,14 @@ NO_RECONCILE = 600.0
 
 
 def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path, *, reconcile: float) -> Forest:
-    password_file.write_text(instance.admin_password)
-    return Forest(
+    return reader_forest(
+        instance,
+        base_dn,
+        password_file,
         name=instance.name.replace("_", "-"),
-        role="user",
-        url=instance.url,
-        base_dn=base_dn,
-        bind_dn=instance.admin_dn,
-        password=Secret(file=password_file),
-        change_capture=ChangeCapture(
-            mode="generic-poll",
-            poll_interval_seconds=0.05,
-            overlap_seconds=2.0,
-            accesslog_base="cn=accesslog",
-            reconcile_interval_seconds=reconcile,
-        ),
-        contacts_ou=None,
+        mode="generic-poll",
+        poll_interval_seconds=0.05,
+        reconcile_interval_seconds=reconcile,
     )
 
 

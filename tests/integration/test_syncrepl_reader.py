@@ -16,10 +16,11 @@ from ldap3.strategy.asynchronous import AsyncStrategy
 
 from connectors.ldap_syncrepl import AccesslogSyncReader
 from idsync.rig import SlapdInstance
+from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
-from streams.topology import ChangeCapture, Forest, Secret
+from streams.topology import Forest
 from tests.conftest import Directories
 
 pytestmark = pytest.mark.integration
@@ -30,19 +31,7 @@ IDLE_SECONDS = 0.3
 
 
 def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path) -> Forest:
-    password_file.write_text(instance.admin_password)
-    return Forest(
-        name=instance.name.replace("_", "-"),
-        role="user",
-        url=instance.url,
-        base_dn=base_dn,
-        bind_dn=instance.admin_dn,
-        password=Secret(file=password_file),
-        change_capture=ChangeCapture(
-            mode="accesslog-sync", poll_interval_seconds=0.1, overlap_seconds=2.0, accesslog_base="cn=accesslog"
-        ),
-        contacts_ou=None,
-    )
+    return reader_forest(instance, base_dn, password_file, name=instance.name.replace("_", "-"), mode="accesslog-sync")
 
 
 class Directory:

@@ -22,10 +22,12 @@ import pytest
 from connectors.ad_dirsync import DirSyncReader
 from connectors.ad_values import escape_rdn_value, same_dn
 from idsync.rig.samba import SambaDC
+from idsync.rig.forests import reader_forest
+from idsync.runtime import make_reader
 from streams.contracts import ChangeReader, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 from streams.metaverse import SourceObject, apply_change
-from streams.topology import Forest, parse_topology
+from streams.topology import Forest
 from tests.integration.ad.conftest import AdForests, Directory
 
 pytestmark = pytest.mark.integration
@@ -34,36 +36,9 @@ POLL_SECONDS = 0.1
 
 
 def forest_of(dc: SambaDC, name: str, base_dn: str, secrets_dir: Path, mode: str = "ad-dirsync") -> Forest:
-    """The forest as idsync's topology describes it (password from a file, as in production)."""
-    password_file = secrets_dir / f"{name}.password"
-    password_file.write_text(dc.admin_password)
-    topology = parse_topology(
-        {
-            "kafka": {"bootstrap_servers": "127.0.0.1:9"},
-            "forests": [
-                {
-                    "name": name,
-                    "role": "user",
-                    "url": dc.url,
-                    "base_dn": base_dn,
-                    "bind_dn": dc.admin_dn,
-                    "password_file": str(password_file),
-                    "change_capture": {"mode": mode, "poll_interval_seconds": POLL_SECONDS},
-                    "contacts_ou": "OU=contacts,DC=central,DC=test",
-                },
-                {
-                    "name": "central",
-                    "role": "central",
-                    "url": "ldap://127.0.0.1:9",
-                    "base_dn": "DC=central,DC=test",
-                    "bind_dn": "CN=admin,DC=central,DC=test",
-                    "password_file": str(password_file),
-                },
-            ],
-            "contacts": {"attributes": {"displayName": "{displayName}"}},
-        }
+    return reader_forest(
+        dc, base_dn, secrets_dir / f"{name}.password", name=name, mode=mode, poll_interval_seconds=POLL_SECONDS
     )
-    return topology.forest(name)
 
 
 def reader_for(directory: Directory, tmp_path: Path, name: str = "alpha") -> DirSyncReader:
@@ -233,11 +208,12 @@ async def test_latency_and_order_of_a_stream_of_modifications(alpha: Directory, 
     assert p50 < 5 * POLL_SECONDS
 
 
-async def test_moves_across_base_dn_are_deletes_and_adds(alpha: Directory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["ad-dirsync", "ad-usn-poll"])
+async def test_moves_across_base_dn_are_deletes_and_adds(alpha: Directory, tmp_path: Path, mode: str) -> None:
     outside = f"OU={alpha.ou.split(',')[0][3:]}-outside,{alpha.dc.base_dn}"
     alpha.connection.add(outside, ["top", "organizationalUnit"])
     user = alpha.add_user("Mover", displayName="Mover", mail="mover@alpha.test")
-    reader = reader_for(alpha, tmp_path)
+    reader = make_reader(forest_of(alpha.dc, "alpha", alpha.ou, tmp_path, mode=mode))
     try:
         position = (await reader.read(None)).position
         alpha.connection.modify_dn(user, "CN=Mover", new_superior=outside)

@@ -133,29 +133,6 @@ async def test_lifecycle_each_change_is_the_latest_state_in_usn_order(alpha: Dir
         await reader.close()
 
 
-async def test_moves_across_base_dn_are_deletes_and_adds(alpha: Directory, tmp_path: Path) -> None:
-    outside = f"OU={alpha.ou.split(',')[0][3:]}-outside,{alpha.dc.base_dn}"
-    alpha.connection.add(outside, ["top", "organizationalUnit"])
-    user = alpha.add_user("Mover", displayName="Mover", mail="mover@alpha.test")
-    reader = reader_for(alpha, tmp_path)
-    try:
-        position = (await reader.read(None)).position
-        alpha.connection.modify_dn(user, "CN=Mover", new_superior=outside)
-        left, position = await changes_until(reader, position, count(1))
-        assert (only(left).op, only(left).dn) == (ChangeOp.DELETE, user)
-
-        alpha.replace(f"CN=Mover,{outside}", displayName="Changed Outside")
-        alpha.connection.modify_dn(f"CN=Mover,{outside}", "CN=Mover", new_superior=f"OU=b,{alpha.ou}")
-        back, position = await changes_until(reader, position, count(1))
-        returned = only(back)
-        assert (returned.op, returned.object_id) == (ChangeOp.ADD, left[0].object_id)
-        assert returned.dn == f"CN=Mover,OU=b,{alpha.ou}"
-        assert returned.attributes["displayName"] == ("Changed Outside",)
-        assert returned.attributes["mail"] == ("mover@alpha.test",)
-    finally:
-        await reader.close()
-
-
 async def test_a_new_reader_resumes_from_a_returned_position(alpha: Directory, tmp_path: Path) -> None:
     outside = f"OU={alpha.ou.split(',')[0][3:]}-outside,{alpha.dc.base_dn}"
     alpha.connection.add(outside, ["top", "organizationalUnit"])
