@@ -20,7 +20,7 @@ from ldap3.utils.conv import escape_filter_chars
 from connectors.accesslog import RecordError, attribute_value, decode_record, within
 from connectors.ldap_session import LdapSession
 from streams.contracts import RejectedRecord
-from streams.events import ChangeOp, DirectoryChange
+from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from streams.metaverse import classify
 from streams.topology import Forest
 
@@ -48,6 +48,9 @@ class ForestScope:
         self._config = forest
         self._session = session
         self._page_size = page_size
+        # The accesslog names the object class only on adds; every event states it, so the
+        # kinds of objects seen are remembered, and looked up once for the others.
+        self._kinds: dict[str, ObjectKind] = {}
 
     def record_change(
         self, raw: Mapping[str, Sequence[bytes]], start: str
@@ -55,9 +58,36 @@ class ForestScope:
         """One accesslog record as a change in scope, a record for the error topic, or nothing
         (an operation idsync ignores, or outside base_dn)."""
         try:
-            return self.scoped(decode_record(self.forest, raw))
+            change = self.scoped(decode_record(self.forest, raw))
         except RecordError as exc:
             return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=start)
+        return self._with_kind(change) if change is not None else None
+
+    def _with_kind(self, change: DirectoryChange) -> DirectoryChange:
+        if change.kind is not None:
+            self._kinds[change.object_id] = change.kind
+            return change
+        kind = self._kinds.get(change.object_id) or self._lookup_kind(change.object_id)
+        if change.op is ChangeOp.DELETE:
+            self._kinds.pop(change.object_id, None)
+        return replace(change, kind=kind) if kind is not None else change
+
+    def _lookup_kind(self, object_id: str) -> ObjectKind | None:
+        """The kind of an object first met in a change (after a restart); None once it is gone."""
+        with self._session.connection() as connection:
+            connection.search(
+                self._config.base_dn,
+                f"(entryUUID={escape_filter_chars(object_id)})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=["objectClass"],
+            )
+            found = [e for e in connection.response if e.get("type") == "searchResEntry"]
+        if not found:
+            return None
+        kind = classify(value.decode() for value in found[0]["raw_attributes"].get("objectClass", ()))
+        self._kinds[object_id] = kind
+        return kind
 
     def scoped(self, change: DirectoryChange | None) -> DirectoryChange | None:
         """The change as seen from inside base_dn: moves across its edge become adds or deletes."""
@@ -93,6 +123,7 @@ class ForestScope:
                     continue
                 try:
                     changes.append(self.entry_change(entry, position))
+                    self._kinds[changes[-1].object_id] = changes[-1].kind
                 except RecordError as exc:
                     rejected.append(
                         RejectedRecord(reason=str(exc), raw=raw_json(entry["raw_attributes"]), position=position)

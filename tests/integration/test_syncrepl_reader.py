@@ -183,6 +183,9 @@ async def test_snapshot_then_every_kind_of_change_once_in_order(
     # Positions are reqStart: unique and in the order the changes happened.
     positions = [c.position for c in changes]
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    # Every event names its kind, though the accesslog states it only on adds.
+    user, group, other = ObjectKind.USER, ObjectKind.GROUP, ObjectKind.OTHER
+    assert [c.kind for c in changes] == [user, user, user, group, group, group, user, other, user, user, user, user]
 
 
 async def test_resume_from_a_cookie_yields_exactly_what_changed_while_closed(
@@ -210,6 +213,7 @@ async def test_resume_from_a_cookie_yields_exactly_what_changed_while_closed(
     finally:
         await second.close()
     assert [(c.op, c.dn) for c in changes] == [(ChangeOp.ADD, dn) for dn in during] + [(ChangeOp.MODIFY, before)]
+    assert changes[-1].kind is ObjectKind.USER  # a new reader looks up what it never saw added
 
 
 async def test_a_stale_cookie_starts_over_with_a_snapshot(
