@@ -13,7 +13,7 @@ scope: nothing downstream knows it).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from ldap3 import BASE, Connection
@@ -21,7 +21,7 @@ from ldap3 import BASE, Connection
 from connectors.accesslog import attribute_value, within
 from connectors.ad_values import DirSyncEntry, same_dn, to_change
 from streams.contracts import PermanentError
-from streams.events import ChangeOp, DirectoryChange
+from streams.events import ChangeOp, DirectoryChange, ObjectKind
 
 # How a reader turns an entry into its event, given where the object was last seen in scope.
 Publish = Callable[[DirSyncEntry, "str | None"], DirectoryChange]
@@ -36,6 +36,8 @@ class ScopeBatch:
     snapshot: bool
     complete: bool
     known: dict[str, str] = field(default_factory=dict)
+    # DirSync names the object class only when it first sends an object; every event states it.
+    kinds: dict[str, ObjectKind] = field(default_factory=dict)
 
     def change(
         self,
@@ -52,6 +54,29 @@ class ScopeBatch:
         `renamed`: the object's DN may have changed since the last batch. `whole` reads the object
         in full, for one that came into scope (its earlier history is not ours).
         """
+        change = self._located(
+            entry, renamed=renamed, publish=publish, whole=whole, position=position, changed_at=changed_at
+        )
+        if change is None:
+            return None
+        if change.kind is not None:
+            self.kinds[change.object_id] = change.kind
+        elif (kind := self.kinds.get(change.object_id)) is not None:
+            change = replace(change, kind=kind)
+        if change.op is ChangeOp.DELETE:
+            self.kinds.pop(change.object_id, None)
+        return change
+
+    def _located(
+        self,
+        entry: DirSyncEntry,
+        *,
+        renamed: bool,
+        publish: Publish,
+        whole: Callable[[], DirSyncEntry | None],
+        position: str,
+        changed_at: str,
+    ) -> DirectoryChange | None:
         previous = self.known.get(entry.object_id)
         common = {"position": position, "changed_at": changed_at}
         if entry.deleted:
@@ -105,6 +130,7 @@ class ScopeMemory:
         self._forest = forest
         self._base_dn = base_dn
         self._known: dict[str, str] = {}
+        self._kinds: dict[str, ObjectKind] = {}
         # True when _known holds every object in scope (built from a snapshot in this process).
         self._complete = False
         self._returned: str | None = None
@@ -113,19 +139,21 @@ class ScopeMemory:
         if position is None or position != self._returned:
             # A snapshot, or not a continuation of our own last batch (start, or a retry after
             # a failed publish): what was learnt from unpublished batches must not be used.
-            self._known, self._complete = {}, False
+            self._known, self._kinds, self._complete = {}, {}, False
         return ScopeBatch(
             forest=self._forest,
             base_dn=self._base_dn,
             snapshot=position is None,
             complete=self._complete,
             known=dict(self._known),
+            kinds=dict(self._kinds),
         )
 
     def returned(self, position: str, batch: ScopeBatch | None = None) -> None:
         """The reader returns `position`; with the batch that led there, whose memory it keeps."""
         if batch is not None:
-            self._known, self._complete = batch.known, self._complete or batch.snapshot
+            self._known, self._kinds = batch.known, batch.kinds
+            self._complete = self._complete or batch.snapshot
         self._returned = position
 
 

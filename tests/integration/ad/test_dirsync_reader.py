@@ -162,6 +162,9 @@ async def test_lifecycle_of_a_user_and_a_group_each_change_seen_once_and_in_orde
         deleted = only(await step(lambda: alpha.delete(user)))
         assert (deleted.op, deleted.object_id, deleted.dn) == (ChangeOp.DELETE, ann.object_id, user)
 
+        # DirSync sends objectClass only with a new object; the reader names the kind every time.
+        assert {c.kind for c in (ann, modified, renamed, moved, deleted)} == {ObjectKind.USER}
+        assert {c.kind for c in (staff, joined, left)} == {ObjectKind.GROUP}
         for changes in ([ann, modified, renamed, moved, deleted], [staff, joined, left]):
             positions = [c.position for c in changes]
             assert positions == sorted(positions) and len(set(positions)) == len(positions)
