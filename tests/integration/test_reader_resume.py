@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams.events import DirectoryChange, decode_change_topic
-from tests.integration.gal import GalDeployment, entries, eventually
+from tests.integration.gal import FOREST_NAMES, GalDeployment, entries, eventually
 from tests.integration.test_gal_sync import contact_named, wait_until_running
 
 pytestmark = pytest.mark.integration
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 USERS, ROUNDS = 20, 100  # 2,000 modifies
 
 
-def burst(gal: GalDeployment, dns: list[str]) -> None:
-    with gal.connection("forest_a") as connection:
+def burst(gal: GalDeployment, forest: str, dns: list[str]) -> None:
+    with gal.connection(forest) as connection:
         for round_ in range(ROUNDS):
             for dn in dns:
                 connection.modify(dn, {"displayName": [(ldap3.MODIFY_REPLACE, [f"round {round_}"])]})
@@ -43,13 +43,16 @@ async def published_positions(bootstrap_servers: str, topic: str, forest: str) -
         await consumer.stop()
 
 
-def test_kill_during_a_burst_loses_no_change(gal: GalDeployment) -> None:
+# forest-a is read by the poll reader, forest-b by the push reader (tests/integration/gal.py).
+@pytest.mark.parametrize("forest", ["forest_a", "forest_b"])
+def test_kill_during_a_burst_loses_no_change(gal: GalDeployment, forest: str) -> None:
     wait_until_running(gal)
-    dns = [gal.add_user("forest_a", f"burst{i}") for i in range(USERS)]
-    eventually(lambda: len(gal.contacts("forest_a")) == USERS + 1, timeout=30, what="burst users' contacts")
+    dns = [gal.add_user(forest, f"burst{i}") for i in range(USERS)]
+    expected_contacts = USERS + (1 if forest == "forest_a" else 0)  # wait_until_running's user is in forest-a
+    eventually(lambda: len(gal.contacts(forest)) == expected_contacts, timeout=30, what="burst users' contacts")
     started = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() - 1))
 
-    writer = threading.Thread(target=burst, args=(gal, dns))
+    writer = threading.Thread(target=burst, args=(gal, forest, dns))
     writer.start()
     time.sleep(1.0)
     gal.workers[-1].kill()
@@ -57,7 +60,7 @@ def test_kill_during_a_burst_loses_no_change(gal: GalDeployment) -> None:
     gal.start_worker()
 
     log = entries(
-        gal.directories["forest_a"],
+        gal.directories[forest],
         "cn=accesslog",
         f"(&(objectClass=auditModify)(reqStart>={started}.000000Z))",
         attributes=["reqStart", "reqDN"],
@@ -68,17 +71,17 @@ def test_kill_during_a_burst_loses_no_change(gal: GalDeployment) -> None:
     for dn in dns[:3]:
         uid = dn.split(",")[0].split("=")[1]
         eventually(
-            lambda: (contact_named(gal, "forest_a", uid) or {}).get("displayname") == [f"round {ROUNDS - 1}"],
+            lambda: (contact_named(gal, forest, uid) or {}).get("displayname") == [f"round {ROUNDS - 1}"],
             timeout=60,
             what=f"final displayName of {uid}",
         )
     gal.wait_until_processed(timeout=60)
-    published = asyncio.run(published_positions(gal.broker.bootstrap_servers, gal.topology.kafka.topics.changes, "forest-a"))
+    published = asyncio.run(published_positions(gal.broker.bootstrap_servers, gal.topology.kafka.topics.changes, FOREST_NAMES[forest]))
     missing = expected - published
     assert not missing, f"{len(missing)} changes never published, e.g. {sorted(missing)[:5]}"
     stale = {
         dn.split(",")[0]: c["displayname"]
-        for dn, c in gal.contacts("forest_a").items()
+        for dn, c in gal.contacts(forest).items()
         if dn.startswith("cn=burst") and c["displayname"] != [f"round {ROUNDS - 1}"]
     }
     assert not stale, f"contacts not at the final value: {stale}"
