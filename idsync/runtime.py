@@ -75,7 +75,9 @@ async def run_reader(topology: Topology, forest: Forest) -> None:
             bootstrap_servers=topology.kafka.bootstrap_servers,
             topic=topology.kafka.topics.positions,
         )
-        runner = SourceRunner(reader, producer=producer, positions=positions, topics=topology.kafka.topics)
+        runner = SourceRunner(
+            reader, producer=producer, positions=positions, topics=topology.kafka.topics, kinds=forest.object_kinds
+        )
         await runner.run()
     finally:
         await reader.close()
@@ -96,7 +98,9 @@ async def run_full_import(topology: Topology, forests: list[Forest], *, allow_ma
                 batch = await reader.read(None)
             finally:
                 await reader.close()
-            publisher = ChangePublisher(producer, topics=topology.kafka.topics, forest=forest.name)
+            publisher = ChangePublisher(
+                producer, topics=topology.kafka.topics, forest=forest.name, kinds=forest.object_kinds
+            )
             snapshot = await publisher.publish_snapshot(batch, allow_mass_delete=allow_mass_delete)
             summaries.append(
                 f"forest={forest.name} snapshot={snapshot} objects={len(batch.changes)} rejected={len(batch.rejected)}"

@@ -130,7 +130,14 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
 
 def sweep_candidates(entries: Iterable[SourceObject], marker: SnapshotMarker) -> list[SourceObject]:
     """Objects of the marker's forest that its snapshot did not contain, and that no change
-    newer than the snapshot touched: they were deleted while nobody was listening."""
+    newer than the snapshot touched: they were deleted while nobody was listening.
+
+    An empty snapshot has no position to bound "newer" by, so it deletes nothing unless an
+    operator allowed it: an empty scope is likelier a misconfiguration than an emptied forest,
+    and replaying such a marker later must not remove what was added since.
+    """
+    if marker.high_water is None and not marker.allow_mass_delete:
+        return []
     return [
         entry
         for entry in entries

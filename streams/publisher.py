@@ -6,29 +6,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
-from streams.events import MAX_EVENT_BYTES, SnapshotMarker, SnapshotPhase
-from streams.topology import Topics
+from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, SnapshotMarker, SnapshotPhase
+from streams.topology import DEFAULT_OBJECT_KINDS, Topics
 
 log = logging.getLogger(__name__)
 
 
 class ChangePublisher:
-    def __init__(self, producer: AIOKafkaProducer, *, topics: Topics, forest: str) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        topics: Topics,
+        forest: str,
+        kinds: frozenset[ObjectKind] = DEFAULT_OBJECT_KINDS,
+    ) -> None:
         self._producer = producer
         self._topics = topics
         self._forest = forest
+        self._kinds = kinds
 
     async def publish(self, batch: ReadBatch) -> None:
         """Send the batch and wait until Kafka acknowledged every record of it."""
         deliveries = []
         rejected = list(batch.rejected)
-        for change in batch.changes:
+        for change in self._wanted(batch.changes):
             value = change.to_bytes()
             if len(value) > MAX_EVENT_BYTES:
                 reason = f"{change.op} of {change.dn!r} is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit"
@@ -44,7 +53,7 @@ class ChangePublisher:
     async def publish_snapshot(self, batch: ReadBatch, *, allow_mass_delete: bool = False) -> str:
         """Publish a snapshot between BEGIN and END markers; returns the snapshot's id."""
         snapshot_id = uuid.uuid4().hex
-        changes = tuple(replace(change, snapshot_id=snapshot_id) for change in batch.changes)
+        changes = tuple(replace(change, snapshot_id=snapshot_id) for change in self._wanted(batch.changes))
         begin = SnapshotMarker(forest=self._forest, snapshot_id=snapshot_id, phase=SnapshotPhase.BEGIN)
         end = replace(
             begin,
@@ -58,6 +67,11 @@ class ChangePublisher:
         await self._broadcast(end)
         log.info("snapshot published forest=%s snapshot=%s objects=%d", self._forest, snapshot_id, len(changes))
         return snapshot_id
+
+    def _wanted(self, changes: Iterable[DirectoryChange]) -> list[DirectoryChange]:
+        """The changes of the kinds the forest publishes; a change of unknown kind is kept, since
+        the metaverse may know the object's kind from earlier events."""
+        return [change for change in changes if change.kind is None or change.kind in self._kinds]
 
     async def _broadcast(self, marker: SnapshotMarker) -> None:
         """Every partition gets the marker: each one sweeps the objects it holds."""

@@ -14,10 +14,10 @@ from aiokafka.errors import KafkaError
 
 from streams.backoff import Backoff
 from streams.contracts import ChangeReader, RetriableError
-from streams.events import ReaderPosition
+from streams.events import ObjectKind, ReaderPosition
 from streams.positions import PositionStore
 from streams.publisher import ChangePublisher
-from streams.topology import Topics
+from streams.topology import DEFAULT_OBJECT_KINDS, Topics
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,11 @@ class SourceRunner:
         producer: AIOKafkaProducer,
         positions: PositionStore,
         topics: Topics,
+        kinds: frozenset[ObjectKind] = DEFAULT_OBJECT_KINDS,
     ) -> None:
         self._reader = reader
         self._positions = positions
-        self._publisher = ChangePublisher(producer, topics=topics, forest=reader.forest)
+        self._publisher = ChangePublisher(producer, topics=topics, forest=reader.forest, kinds=kinds)
 
     @property
     def reader_id(self) -> str:

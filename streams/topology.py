@@ -22,11 +22,12 @@ import yaml
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
+from streams.events import ObjectKind
 from streams.templates import Template, TemplateError, is_attribute_name
 
 Role = Literal["user", "central"]
 ROLES: tuple[Role, ...] = ("user", "central")
-# Only one way to capture changes exists today; others (syncrepl, AD DirSync...) are added here.
+# How a forest's changes are captured; idsync/runtime.py maps each mode to its reader.
 # accesslog-poll: slapd accesslog polled with an overlap window (connectors/ldap_accesslog.py)
 # accesslog-sync: RFC 4533 refreshAndPersist on slapd's accesslog (push, cookie-resumable)
 # ad-dirsync: Active Directory DirSync control (cookie-resumable, tombstones for deletes)
@@ -34,6 +35,7 @@ ROLES: tuple[Role, ...] = ("user", "central")
 # generic-poll: any LDAP server, modifyTimestamp polling; deletes only found by reconciliation
 CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync", "ad-usn-poll", "generic-poll")
 DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
+DEFAULT_OBJECT_KINDS = frozenset({ObjectKind.USER, ObjectKind.GROUP, ObjectKind.CONTACT})
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors"}
 
@@ -128,6 +130,8 @@ class Forest:
     password: Secret
     change_capture: ChangeCapture
     contacts_ou: str | None
+    # What the forest's reader publishes; OUs, computers and other objects are left out by default.
+    object_kinds: frozenset[ObjectKind] = DEFAULT_OBJECT_KINDS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,7 +322,7 @@ def _streams(sec: _Section) -> StreamsSettings:
 
 def _forests(top: _Section, base_dir: Path | None) -> tuple[Forest, ...]:
     keys = ("name", "role", "url", "base_dn", "bind_dn", "password_env", "password_file", "change_capture",
-            "contacts_ou")
+            "contacts_ou", "object_kinds")
     items = top.value("forests", (list,), "a list") or []
     if not items and top.given("forests"):
         top.error("forests", "must list at least the central forest")
@@ -387,7 +391,22 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
             ),
         ),
         contacts_ou=contacts_ou if role == "user" else None,
+        object_kinds=_object_kinds(sec),
     )
+
+
+def _object_kinds(sec: _Section) -> frozenset[ObjectKind]:
+    names = sec.value("object_kinds", (list,), "a list", sorted(DEFAULT_OBJECT_KINDS)) or []
+    known = [kind.value for kind in ObjectKind]
+    kinds = set()
+    for i, name in enumerate(names):
+        if name in known:
+            kinds.add(ObjectKind(name))
+        else:
+            sec.error(f"object_kinds[{i}]", f"unknown kind {name!r}; known: {', '.join(known)}")
+    if not names and sec.given("object_kinds"):
+        sec.error("object_kinds", "must not be empty")
+    return frozenset(kinds) or DEFAULT_OBJECT_KINDS
 
 
 def _contacts(sec: _Section) -> ContactPolicy:

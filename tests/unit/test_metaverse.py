@@ -124,7 +124,11 @@ def test_sweep_takes_unmarked_objects_no_newer_than_the_snapshot():
     marker = SnapshotMarker(forest="forest-a", snapshot_id="s1", phase=SnapshotPhase.END, high_water="20261122050000.000000Z")
     assert sweep_candidates([seen, vanished, created_after, dead, other_forest], marker) == [vanished]
     empty = SnapshotMarker(forest="forest-a", snapshot_id="s2", phase=SnapshotPhase.END, high_water=None)
-    assert sweep_candidates([seen, created_after], empty) == [seen, created_after]
+    assert sweep_candidates([seen, created_after], empty) == []
+    allowed = SnapshotMarker(
+        forest="forest-a", snapshot_id="s2", phase=SnapshotPhase.END, high_water=None, allow_mass_delete=True
+    )
+    assert sweep_candidates([seen, created_after], allowed) == [seen, created_after]
 
 
 def test_mass_delete_guard():

@@ -118,15 +118,26 @@ def test_end_marker_sweeps_vanished_objects_of_its_own_partition_only():
     assert [(c.anchor, c.present) for c in harness.contacts][-1] == ("forest-a/u1", False)
 
 
+def test_an_empty_snapshot_sweeps_nothing_unless_allowed():
+    harness = Harness()
+    harness.feed(user("u0"))
+    harness.contacts.clear()
+    harness.feed(end_marker("empty", high_water=None), key=b"forest-a/snapshot")
+    assert not harness.contacts and not harness.letters
+    harness.feed(end_marker("empty", high_water=None, allow_mass_delete=True), key=b"forest-a/snapshot")
+    assert [(c.anchor, c.present) for c in harness.contacts] == [("forest-a/u0", False)]
+
+
 def test_mass_delete_guard_refuses_until_allowed():
     guarded = replace(TOPOLOGY, streams=replace(TOPOLOGY.streams, sweep_max_fraction=0.1, sweep_always_allowed=0))
     harness = Harness(guarded)
     for object_id in ("u0", "u2", "u4"):
         harness.feed(user(object_id))
     harness.contacts.clear()
-    harness.feed(end_marker("empty", high_water=None), key=b"forest-a/snapshot")
+    later = "20261122060000.000000Z"  # a snapshot, newer than the users, that holds none of them
+    harness.feed(end_marker("s9", high_water=later), key=b"forest-a/snapshot")
     assert not harness.contacts and "would delete 3 of 3" in harness.letters[0][0]
-    harness.feed(end_marker("empty", high_water=None, allow_mass_delete=True), key=b"forest-a/snapshot")
+    harness.feed(end_marker("s9", high_water=later, allow_mass_delete=True), key=b"forest-a/snapshot")
     assert sorted(c.anchor for c in harness.contacts if not c.present) == ["forest-a/u0", "forest-a/u2", "forest-a/u4"]
 
 

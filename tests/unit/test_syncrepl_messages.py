@@ -9,6 +9,7 @@ import asyncio
 import orjson
 import pytest
 
+from connectors.ldap_scope import ForestScope
 from connectors.ldap_syncrepl import AccesslogSyncReader, _cookie, _position, _SyncStream
 from connectors.rfc4533 import (
     SYNC_INFO_OID,
@@ -21,7 +22,7 @@ from connectors.rfc4533 import (
     encode_sync_state,
 )
 from streams.contracts import RejectedRecord, RetriableError
-from streams.events import ChangeOp
+from streams.events import ChangeOp, ObjectKind
 from streams.topology import ChangeCapture, Forest, Secret
 
 BASE = "ou=people,dc=x"
@@ -45,6 +46,12 @@ def reader_forest() -> Forest:
         ),
         contacts_ou=None,
     )
+
+
+@pytest.fixture(autouse=True)
+def known_kinds(monkeypatch):
+    """No directory answers here: the kind of an object first met in a modify is 'looked up' as a user."""
+    monkeypatch.setattr(ForestScope, "_lookup_kind", lambda scope, object_id: ObjectKind.USER)
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
+from streams.events import ObjectKind
 from streams.templates import Placeholder, Template, TemplateError
 from streams.topology import Secret, TopologyError, load_topology, parse_topology
 
@@ -412,3 +414,12 @@ def test_no_repr_or_error_shows_a_password(monkeypatch, tmp_path):
 
     pasted = errors(config(**{"forests.0.password": "s3cret-pasted", "forests.1.password_env": "s3cret pasted"}))
     assert not [e for e in pasted if "s3cret" in e], pasted
+
+
+def test_object_kinds_default_to_people_groups_and_contacts_and_are_checked():
+    topology = load_topology(REPO_TOPOLOGY)
+    assert topology.forest("forest-b").object_kinds == {ObjectKind.USER, ObjectKind.GROUP, ObjectKind.CONTACT}
+    data = yaml.safe_load(REPO_TOPOLOGY.read_text())
+    data["forests"][1]["object_kinds"] = ["user", "printer"]
+    with pytest.raises(TopologyError, match=r"forests\[1\]\.object_kinds\[1\]: unknown kind 'printer'"):
+        parse_topology(data)
