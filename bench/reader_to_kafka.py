@@ -1,0 +1,434 @@
+"""Change-to-Kafka figures of every reader mode, each run through the real SourceRunner (issue #3).
+
+The bench starts its own Kafka broker, then for each mode a server of the rig: a slapd per mode
+and run for accesslog-sync, accesslog-poll and generic-poll (a fresh accesslog each time, so no
+mode pays for another's log), one Samba DC for ad-dirsync and ad-usn-poll (provisioning is the
+slow part, so it is done once). Each mode gets topics and a forest name of its own. Per mode:
+- latency: the runner (reader -> ChangePublisher, acks=all -> PositionStore) runs past its
+  snapshot; a thread writes modifies at a steady rate; a change's latency is from just before
+  its modify was sent until a consumer of the changes topic, in a thread of its own, received it;
+- backlog: the runner is stopped, N modifies are written as fast as one connection goes (that
+  write rate is the reference), then a new runner resumes from the stored position; the figure
+  is N over the time from the runner's start (its position load and bind included, printed as
+  "first after") until the consumer received all N.
+Every modify writes a unique value to `description` on a different user of a pool, so the
+polling modes, which publish an object's latest state, have nothing to collapse; only what
+arrives is counted all the same, and each line says how many of the sent changes arrived.
+Prints each run, the medians over runs and the issue's targets. Nothing here asserts them.
+
+    .venv/bin/python bench/reader_to_kafka.py [--runs 3] [--modes accesslog-sync,ad-dirsync ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ldap3
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from connectors.ad_values import escape_rdn_value  # noqa: E402
+from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
+from idsync.rig.forests import reader_forest  # noqa: E402
+from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
+from idsync.runtime import make_reader  # noqa: E402
+from idsync.sample_data import ensure_ou  # noqa: E402
+from streams.events import DirectoryChange, SnapshotMarker, SnapshotPhase, parse  # noqa: E402
+from streams.kafka_topics import ensure_topics  # noqa: E402
+from streams.positions import PositionStore  # noqa: E402
+from streams.source_runner import SourceRunner  # noqa: E402
+from streams.topology import Forest, KafkaSettings, Topics  # noqa: E402
+
+SLAPD_MODES = ("accesslog-sync", "accesslog-poll", "generic-poll")
+AD_MODES = ("ad-dirsync", "ad-usn-poll")
+POLLING_MODES = {"accesslog-poll", "generic-poll", "ad-usn-poll"}
+TARGET_RATE = 5000.0  # changes/s from a backlog
+TARGET_PUSH_P99_MS = 50.0  # polling modes: poll interval + this
+AD_USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
+
+
+@dataclass
+class ModeResult:
+    p50_ms: float
+    p99_ms: float
+    live_received: int
+    live_sent: int
+    read_rate: float
+    write_rate: float
+    backlog_received: int
+    backlog_sent: int
+    first_event_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.read_rate / self.write_rate
+
+
+@dataclass
+class Directory:
+    """A server of the rig as the bench writes to it: the base a reader watches and the users below it."""
+
+    server: SlapdInstance | SambaDC
+    base_dn: str
+    users: list[str] = field(default_factory=list)
+
+
+# --- the changes topic, watched from a thread of its own --------------------------------------
+
+
+class ChangeWatcher:
+    """Consumes the changes topic on its own thread and event loop, so that the runner under
+    measurement does not share a loop with the measuring; notes when each tag first arrived."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self.seen_at: dict[str, float] = {}
+        self.snapshots_ended = 0
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{topic}", daemon=True)
+
+    def __enter__(self) -> ChangeWatcher:
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise TimeoutError(f"consumer of {self._topic} did not start")
+        self.check()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=30)
+
+    def check(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"consumer of {self._topic} failed") from self._failure
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._consume())
+        except BaseException as exc:  # reported to the main thread by check()
+            self._failure = exc
+            self._ready.set()
+
+    async def _consume(self) -> None:
+        # No group: the consumer takes every partition itself, from the start of the fresh topic.
+        consumer = AIOKafkaConsumer(
+            self._topic, bootstrap_servers=self._bootstrap_servers, auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            self._ready.set()
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                received_at = time.perf_counter()
+                for records in batches.values():
+                    for record in records:
+                        self._note(record.value, received_at)
+        finally:
+            await consumer.stop()
+
+    def _note(self, raw: bytes, received_at: float) -> None:
+        data = parse(raw)
+        if data.get("schema") == SnapshotMarker.SCHEMA:
+            if SnapshotMarker.from_dict(data).phase is SnapshotPhase.END:
+                self.snapshots_ended += 1
+        elif data.get("schema") == DirectoryChange.SCHEMA:
+            tag = tag_of(DirectoryChange.from_dict(data))
+            if tag is not None:
+                self.seen_at.setdefault(tag, received_at)
+
+
+def tag_of(change: DirectoryChange) -> str | None:
+    """The description value a bench modify wrote: a value delta (accesslog, DirSync) or the
+    object's latest state (the polling readers that publish states)."""
+    for modification in change.modifications:
+        if modification.attribute.lower() == "description" and modification.values:
+            return modification.values[0]
+    for name, values in change.attributes.items():
+        if name.lower() == "description" and values:
+            return values[0]
+    return None
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, watcher: ChangeWatcher) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        watcher.check()
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def wait_for_tags(watcher: ChangeWatcher, tags: list[str], timeout: float, quiet: float = 10.0) -> None:
+    """Until every tag arrived, or nothing new arrived for `quiet` seconds (the caller counts)."""
+    deadline = time.monotonic() + timeout
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        watcher.check()
+        count = sum(1 for tag in tags if tag in watcher.seen_at)
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+        if count == len(tags) or now > deadline or now - last_change > quiet:
+            return
+        await asyncio.sleep(0.01)
+
+
+# --- the runner, as idsync.runtime.run_reader runs it ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running_reader(forest: Forest, kafka: KafkaSettings) -> AsyncIterator[None]:
+    """A SourceRunner with the worker's producer settings; cancelled on leaving the block."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, client_id=kafka.client_id, acks="all", enable_idempotence=True
+    )
+    reader = make_reader(forest)
+    await producer.start()
+    try:
+        positions = PositionStore(producer, bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.positions)
+        runner = asyncio.create_task(SourceRunner(reader, producer=producer, positions=positions, topics=kafka.topics).run())
+        try:
+            yield
+            if runner.done():
+                runner.result()  # a runner that died must not pass for a slow one
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    finally:
+        await reader.close()
+        await producer.stop()
+
+
+def topic_prefix(run: int, mode: str) -> str:
+    return f"bench-{run}-{mode}"
+
+
+async def declare_topics(broker: KafkaBroker, runs: int, modes: list[str]) -> None:
+    """Every topic of the bench, up front: a consumer that starts right after its topic was
+    created can meet partitions whose leader is not loaded yet, and logs errors while it retries."""
+    for run in range(1, runs + 1):
+        for mode in modes:
+            await ensure_topics(kafka_settings(broker, topic_prefix(run, mode)))
+
+
+def kafka_settings(broker: KafkaBroker, prefix: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers, client_id=prefix, partitions=3, replication_factor=1,
+        topics=Topics(**{name: f"{prefix}.{name}" for name in ("changes", "positions", "contacts", "errors")}),
+    )
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def write(directory: Directory, tags: list[str], rate: float | None, sent_at: dict[str, float]) -> float:
+    """One modify per tag, each on the next user of the pool; returns the seconds it took."""
+    with directory.server.admin_connection(raise_exceptions=True) as connection:
+        start = time.perf_counter()
+        for n, tag in enumerate(tags):
+            if rate:
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            sent_at[tag] = time.perf_counter()
+            user = directory.users[n % len(directory.users)]
+            connection.modify(user, {"description": [(ldap3.MODIFY_REPLACE, [tag])]})
+        return time.perf_counter() - start
+
+
+def add_slapd_users(instance: SlapdInstance, count: int) -> Directory:
+    directory = Directory(instance, f"ou=people,{instance.suffix}")
+    with instance.admin_connection(raise_exceptions=True) as connection:
+        ensure_ou(connection, directory.base_dn)
+        for n in range(count):
+            dn = f"uid=bench{n},{directory.base_dn}"
+            connection.add(dn, ["inetOrgPerson"], {"uid": f"bench{n}", "cn": f"bench{n}", "sn": "bench"})
+            directory.users.append(dn)
+    return directory
+
+
+def add_ad_users(dc: SambaDC, count: int) -> Directory:
+    directory = Directory(dc, f"OU=bench,{dc.base_dn}")
+    with dc.admin_connection(raise_exceptions=True) as connection:
+        connection.add(directory.base_dn, ["top", "organizationalUnit"])
+        for n in range(count):
+            dn = f"CN={escape_rdn_value(f'bench{n}')},{directory.base_dn}"
+            connection.add(dn, AD_USER_CLASSES, {"sAMAccountName": f"bench{n}"})
+            directory.users.append(dn)
+    return directory
+
+
+# --- one mode --------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def measure_latency(directory: Directory, watcher: ChangeWatcher, tags: list[str], rate: float) -> list[float]:
+    sent_at: dict[str, float] = {}
+    writer = asyncio.create_task(asyncio.to_thread(write, directory, tags, rate, sent_at))
+    try:
+        await writer
+        await wait_for_tags(watcher, tags, timeout=60, quiet=5)
+    finally:
+        if not writer.done():
+            await asyncio.wait([writer])
+    return [(watcher.seen_at[tag] - sent_at[tag]) * 1000 for tag in tags if tag in watcher.seen_at]
+
+
+async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, workdir: Path, run: int, args: argparse.Namespace) -> ModeResult:
+    name = topic_prefix(run, mode)
+    kafka = kafka_settings(broker, name)
+    forest = reader_forest(
+        directory.server, directory.base_dn, workdir / f"{name}.password", name=name, mode=mode,
+        poll_interval_seconds=args.poll_interval,
+    )
+    live = [f"{name}-live-{n}" for n in range(round(args.rate * args.seconds))]
+    backlog_size = args.backlog if mode in SLAPD_MODES else args.ad_backlog
+    backlog = [f"{name}-backlog-{n}" for n in range(backlog_size)]
+    with ChangeWatcher(broker.bootstrap_servers, kafka.topics.changes) as watcher:
+        async with running_reader(forest, kafka):
+            # Latency is measured past the snapshot: the runner saved its position right after END.
+            if not await wait_until(lambda: watcher.snapshots_ended >= 1, timeout=120, watcher=watcher):
+                raise TimeoutError(f"{mode}: no snapshot published")
+            latencies = await measure_latency(directory, watcher, live, args.rate)
+        write_seconds = await asyncio.to_thread(write, directory, backlog, None, {})
+        started = time.perf_counter()
+        async with running_reader(forest, kafka):
+            await wait_for_tags(watcher, backlog, timeout=300)
+    arrivals = [watcher.seen_at[tag] for tag in backlog if tag in watcher.seen_at]
+    if not latencies or not arrivals:
+        raise RuntimeError(f"{mode}: no bench change arrived in Kafka")
+    return ModeResult(
+        p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99),
+        live_received=len(latencies), live_sent=len(live),
+        read_rate=len(arrivals) / (max(arrivals) - started), write_rate=len(backlog) / write_seconds,
+        backlog_received=len(arrivals), backlog_sent=len(backlog), first_event_ms=(min(arrivals) - started) * 1000,
+    )
+
+
+def latency_target_ms(mode: str, poll_interval: float) -> float:
+    return TARGET_PUSH_P99_MS + (poll_interval * 1000 if mode in POLLING_MODES else 0)
+
+
+def report(label: str, mode: str, result: ModeResult, poll_interval: float) -> None:
+    print(
+        f"{label:7s} {mode:15s} p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms "
+        f"(target < {latency_target_ms(mode, poll_interval):.0f}; {result.live_received}/{result.live_sent} arrived)  "
+        f"backlog {result.read_rate:6.0f} changes/s (target >= {TARGET_RATE:.0f}; "
+        f"{result.backlog_received}/{result.backlog_sent} arrived, first after {result.first_event_ms:.0f} ms)  "
+        f"write {result.write_rate:5.0f}/s  read/write {result.ratio:5.2f}",
+        flush=True,
+    )
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def samba_dc(workdir: Path) -> Iterator[SambaDC]:
+    """One provisioned and started DC on a claimed loopback address; stopped and released on exit."""
+    claim = claim_loopback_address()
+    # Samba's default policy wants upper and lower case letters, a digit and a symbol.
+    dc = SambaDC(workdir, realm="BENCH.IDSYNC.TEST", domain="BENCH", host_ip=claim.address,
+                 admin_password="Aa1-" + secrets.token_urlsafe(16))
+    try:
+        dc.start()  # provisions first; from the main thread, whose death the DC's children follow
+        yield dc
+    finally:
+        dc.stop()
+        claim.release()
+
+
+async def slapd_mode(mode: str, broker: KafkaBroker, workdir: Path, run: int, args: argparse.Namespace) -> ModeResult:
+    """A slapd of the mode's own, so every mode starts from an accesslog of the same size."""
+    home = workdir / f"slapd-{run}-{mode}"
+    instance = SlapdInstance(home, name="bench", suffix="dc=bench,dc=idsync,dc=test", admin_password=secrets.token_urlsafe(16))
+    with instance:
+        directory = add_slapd_users(instance, max(args.backlog, 1))
+        return await measure_mode(mode, directory, broker, workdir, run, args)
+
+
+async def main(args: argparse.Namespace) -> None:
+    modes = args.modes
+    print(
+        f"{args.runs} runs; modes {', '.join(modes)}; latency: {args.rate:g} modifies/s for {args.seconds:g} s; "
+        f"backlog: {args.backlog} modifies (slapd), {args.ad_backlog} (Samba); poll interval {args.poll_interval:g} s",
+        flush=True,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="idsync-bench-kafka-"))
+    results: dict[str, list[ModeResult]] = {mode: [] for mode in modes}
+    with contextlib.ExitStack() as servers:
+        broker = servers.enter_context(KafkaBroker(workdir / "kafka"))
+        await declare_topics(broker, args.runs, modes)
+        ad_directory = None
+        if any(mode in AD_MODES for mode in modes):
+            dc = servers.enter_context(samba_dc(workdir / "samba"))
+            # One pool for both AD modes and every run: adds are slow on Samba, modifies are not.
+            ad_directory = await asyncio.to_thread(add_ad_users, dc, max(args.ad_backlog, 1))
+        for run in range(1, args.runs + 1):
+            for mode in modes:
+                if mode in AD_MODES:
+                    result = await measure_mode(mode, ad_directory, broker, workdir, run, args)
+                else:
+                    result = await slapd_mode(mode, broker, workdir, run, args)
+                results[mode].append(result)
+                report(f"run {run}", mode, result, args.poll_interval)
+    print_medians(results, args.poll_interval)
+
+
+def print_medians(results: dict[str, list[ModeResult]], poll_interval: float) -> None:
+    print(f"\nmedians over {max(len(r) for r in results.values())} runs "
+          f"(targets: backlog >= {TARGET_RATE:.0f} changes/s; p99 < 50 ms push, < poll interval + 50 ms polling)")
+    print(f"{'mode':15s} {'p50 ms':>7s} {'p99 ms':>7s} {'p99 target':>10s} {'backlog/s':>9s} {'write/s':>8s} {'read/write':>10s}")
+    for mode, runs in results.items():
+        p50 = statistics.median(r.p50_ms for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        rate = statistics.median(r.read_rate for r in runs)
+        write_rate = statistics.median(r.write_rate for r in runs)
+        ratio = statistics.median(r.ratio for r in runs)
+        target = f"< {latency_target_ms(mode, poll_interval):.0f}"
+        print(f"{mode:15s} {p50:7.1f} {p99:7.1f} {target:>10s} {rate:9.0f} {write_rate:8.0f} {ratio:10.2f}")
+
+
+def mode_list(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in SLAPD_MODES + AD_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"unknown modes {unknown}; choose from {', '.join(SLAPD_MODES + AD_MODES)}")
+    return modes
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", type=mode_list, default=list(SLAPD_MODES + AD_MODES), help="comma-separated subset")
+    parser.add_argument("--rate", type=float, default=50.0, help="modifies per second for the latency measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the latency measurement")
+    parser.add_argument("--backlog", type=int, default=3000, help="backlog modifies against slapd")
+    # Samba writes ~300 modifies/s, and its users are added once (slowly) for every run.
+    parser.add_argument("--ad-backlog", type=int, default=600, help="backlog modifies against Samba")
+    parser.add_argument("--poll-interval", type=float, default=0.1, help="the polling modes' interval, seconds")
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main(parser.parse_args()))
