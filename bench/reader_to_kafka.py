@@ -204,15 +204,16 @@ async def running_reader(forest: Forest, kafka: KafkaSettings) -> AsyncIterator[
     await producer.start()
     try:
         positions = PositionStore(producer, bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.positions)
-        runner = asyncio.create_task(SourceRunner(reader, producer=producer, positions=positions, topics=kafka.topics).run())
+        runner = SourceRunner(reader, producer=producer, positions=positions, topics=kafka.topics, kinds=forest.object_kinds)
+        running = asyncio.create_task(runner.run())
         try:
             yield
-            if runner.done():
-                runner.result()  # a runner that died must not pass for a slow one
+            if running.done():
+                running.result()  # a runner that died must not pass for a slow one
         finally:
-            runner.cancel()
+            running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                await running
     finally:
         await reader.close()
         await producer.stop()
