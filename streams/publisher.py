@@ -58,7 +58,9 @@ class ChangePublisher:
         end = replace(
             begin,
             phase=SnapshotPhase.END,
-            high_water=max((change.position for change in changes), default=None),
+            # From every object read, published or not: the base entry alone (an OU, left out by
+            # object_kinds) still dates a snapshot whose forest has no user left.
+            high_water=max((change.position for change in batch.changes), default=None),
             objects=len(changes),
             allow_mass_delete=allow_mass_delete,
         )
