@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ldap3
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,7 +44,7 @@ from connectors.ad_values import escape_rdn_value  # noqa: E402
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
-from idsync.runtime import make_reader  # noqa: E402
+from idsync.runtime import make_reader, producer_for  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
 from streams.events import DirectoryChange, SnapshotMarker, SnapshotPhase, parse  # noqa: E402
 from streams.kafka_topics import ensure_topics  # noqa: E402
@@ -197,9 +197,7 @@ async def wait_for_tags(watcher: ChangeWatcher, tags: list[str], timeout: float,
 @contextlib.asynccontextmanager
 async def running_reader(forest: Forest, kafka: KafkaSettings) -> AsyncIterator[None]:
     """A SourceRunner with the worker's producer settings; cancelled on leaving the block."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, client_id=kafka.client_id, acks="all", enable_idempotence=True
-    )
+    producer = producer_for(kafka)
     reader = make_reader(forest)
     await producer.start()
     try:

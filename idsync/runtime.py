@@ -21,7 +21,7 @@ from streams.positions import PositionStore
 from streams.publisher import ChangePublisher
 from streams.sink_runner import SinkRunner
 from streams.source_runner import SourceRunner
-from streams.topology import Forest, Topology
+from streams.topology import Forest, KafkaSettings, Topology
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,16 @@ def make_reader(forest: Forest) -> ChangeReader:
     return reader(forest)
 
 
-def _producer(topology: Topology) -> AIOKafkaProducer:
+def producer_for(kafka: KafkaSettings) -> AIOKafkaProducer:
+    """The producer every idsync component publishes with: acknowledged by all in-sync replicas,
+    idempotent (a retried send is never written twice)."""
     return AIOKafkaProducer(
-        bootstrap_servers=topology.kafka.bootstrap_servers,
-        client_id=topology.kafka.client_id,
-        acks="all",
-        enable_idempotence=True,
+        bootstrap_servers=kafka.bootstrap_servers, client_id=kafka.client_id, acks="all", enable_idempotence=True
     )
 
 
 async def run_reader(topology: Topology, forest: Forest) -> None:
-    producer = _producer(topology)
+    producer = producer_for(topology.kafka)
     reader = make_reader(forest)
     await producer.start()
     try:
@@ -88,7 +87,7 @@ async def run_full_import(topology: Topology, forests: list[Forest], *, allow_ma
     """Publish a snapshot of each forest, bracketed for mark and sweep; the running worker
     applies it. The readers' positions are left alone: their streams go on as before."""
     await ensure_topics(topology.kafka)
-    producer = _producer(topology)
+    producer = producer_for(topology.kafka)
     await producer.start()
     summaries = []
     try:
@@ -120,7 +119,7 @@ async def run_contact_writer(topology: Topology) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = _producer(topology)
+    producer = producer_for(topology.kafka)
     writer = LdapContactWriter(topology.central)
     await producer.start()
     await consumer.start()
