@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from idsync.sample_data import ensure_ou
 from tests.integration.gal import GalDeployment, deploy
 
 
@@ -20,3 +21,13 @@ def gal(kafka_broker, directories, unique_name: str, tmp_path: Path, request) ->
         yield deployment
     finally:
         deployment.stop_workers()
+
+
+@pytest.fixture
+def base(directories, unique_name: str) -> str:
+    """A reader test's own OU in forest A (its base_dn), plus a sibling OU outside it."""
+    base = f"ou={unique_name},{directories.forest_a.suffix}"
+    with directories.forest_a.admin_connection(raise_exceptions=True) as connection:
+        ensure_ou(connection, base)
+        ensure_ou(connection, f"ou={unique_name}-outside,{directories.forest_a.suffix}")
+    return base

@@ -74,15 +74,6 @@ async def assert_quiet(reader: GenericPollReader, position: str) -> None:
 
 
 @pytest.fixture
-def base(directories: Directories, unique_name: str) -> str:
-    base = f"ou={unique_name},{directories.forest_a.suffix}"
-    with directories.forest_a.admin_connection(raise_exceptions=True) as connection:
-        ensure_ou(connection, base)
-        ensure_ou(connection, f"ou={unique_name}-outside,{directories.forest_a.suffix}")
-    return base
-
-
-@pytest.fixture
 async def reader(directories: Directories, base: str, tmp_path: Path) -> AsyncIterator[GenericPollReader]:
     reader = GenericPollReader(forest_config(directories.forest_a, base, tmp_path / "password", reconcile=NO_RECONCILE))
     try:
