@@ -73,7 +73,7 @@ class AccesslogPollReader:
             elif outcome is not None:
                 changes.append(outcome)
         self._returned_up_to = newest
-        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=newest)
+        return ReadBatch(changes=tuple(self._scope.with_kinds(changes)), rejected=tuple(rejected), position=newest)
 
     def _late_records(self, position: str) -> list[tuple[str, dict]]:
         """Records of the overlap window before `position` that were not returned yet."""

@@ -26,6 +26,9 @@ from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 
+# Objects looked up per search: keeps the filter well inside servers' request size limits.
+_LOOKUP_CHUNK = 100
+
 # What decode_record needs of an auditWriteObject entry.
 RECORD_ATTRIBUTES = [
     "reqStart",
@@ -49,7 +52,7 @@ class ForestScope:
         self._session = session
         self._page_size = page_size
         # The accesslog names the object class only on adds; every event states it, so the
-        # kinds of objects seen are remembered, and looked up once for the others.
+        # kinds of objects seen are remembered, and looked up once for the others (with_kinds).
         self._kinds: dict[str, ObjectKind] = {}
 
     def record_change(
@@ -61,33 +64,45 @@ class ForestScope:
             change = self.scoped(decode_record(self.forest, raw))
         except RecordError as exc:
             return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=start)
-        return self._with_kind(change) if change is not None else None
+        return change
 
-    def _with_kind(self, change: DirectoryChange) -> DirectoryChange:
-        if change.kind is not None:
-            self._kinds[change.object_id] = change.kind
-            return change
-        kind = self._kinds.get(change.object_id) or self._lookup_kind(change.object_id)
-        if change.op is ChangeOp.DELETE:
-            self._kinds.pop(change.object_id, None)
-        return replace(change, kind=kind) if kind is not None else change
+    def with_kinds(self, changes: list[DirectoryChange]) -> list[DirectoryChange]:
+        """The changes, each naming its object's kind: remembered from adds and snapshots, and
+        looked up, many objects per search, for those first met here (after a restart, all)."""
+        for change in changes:
+            if change.kind is not None:
+                self._kinds[change.object_id] = change.kind
+        unknown = sorted({c.object_id for c in changes if c.kind is None and c.object_id not in self._kinds})
+        self._kinds.update(self._lookup_kinds(unknown))
+        named = []
+        for change in changes:
+            kind = change.kind or self._kinds.get(change.object_id)
+            named.append(replace(change, kind=kind) if kind is not change.kind else change)
+            if change.op is ChangeOp.DELETE:
+                self._kinds.pop(change.object_id, None)
+        return named
 
-    def _lookup_kind(self, object_id: str) -> ObjectKind | None:
-        """The kind of an object first met in a change (after a restart); None once it is gone."""
-        with self._session.connection() as connection:
-            connection.search(
-                self._config.base_dn,
-                f"(entryUUID={escape_filter_chars(object_id)})",
-                search_scope=SUBTREE,
-                dereference_aliases=DEREF_NEVER,
-                attributes=["objectClass"],
-            )
-            found = [e for e in connection.response if e.get("type") == "searchResEntry"]
-        if not found:
-            return None
-        kind = classify(value.decode() for value in found[0]["raw_attributes"].get("objectClass", ()))
-        self._kinds[object_id] = kind
-        return kind
+    def _lookup_kinds(self, object_ids: Sequence[str]) -> dict[str, ObjectKind]:
+        """Kinds of the objects still in the directory; one gone already has none."""
+        kinds: dict[str, ObjectKind] = {}
+        for chunk in range(0, len(object_ids), _LOOKUP_CHUNK):
+            wanted = "".join(f"(entryUUID={escape_filter_chars(i)})" for i in object_ids[chunk : chunk + _LOOKUP_CHUNK])
+            with self._session.connection() as connection:
+                entries = connection.extend.standard.paged_search(
+                    self._config.base_dn,
+                    f"(|{wanted})",
+                    search_scope=SUBTREE,
+                    dereference_aliases=DEREF_NEVER,
+                    attributes=["objectClass", "entryUUID"],
+                    paged_size=self._page_size,
+                    generator=False,
+                )
+                for entry in entries:
+                    if entry.get("type") == "searchResEntry":
+                        raw = entry["raw_attributes"]
+                        classes = (value.decode() for value in raw.get("objectClass", ()))
+                        kinds[raw["entryUUID"][0].decode()] = classify(classes)
+        return kinds
 
     def scoped(self, change: DirectoryChange | None) -> DirectoryChange | None:
         """The change as seen from inside base_dn: moves across its edge become adds or deletes."""

@@ -244,7 +244,9 @@ class AccesslogSyncReader:
                     continue
                 if _has_state(info.cookie):
                     cookie, uncovered = info.cookie, False
-        return _Received(changes=tuple(changes), rejected=tuple(rejected), cookie=cookie, uncovered=uncovered)
+        return _Received(
+            changes=tuple(self._scope.with_kinds(changes)), rejected=tuple(rejected), cookie=cookie, uncovered=uncovered
+        )
 
     def _sync_state(self, message: dict) -> SyncStateControl | None:
         """None when unreadable: the record itself may still be good, and without a cookie it is

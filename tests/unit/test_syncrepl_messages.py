@@ -51,7 +51,7 @@ def reader_forest() -> Forest:
 @pytest.fixture(autouse=True)
 def known_kinds(monkeypatch):
     """No directory answers here: the kind of an object first met in a modify is 'looked up' as a user."""
-    monkeypatch.setattr(ForestScope, "_lookup_kind", lambda scope, object_id: ObjectKind.USER)
+    monkeypatch.setattr(ForestScope, "_lookup_kinds", lambda scope, ids: dict.fromkeys(ids, ObjectKind.USER))
 
 
 @pytest.fixture
