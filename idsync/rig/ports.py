@@ -22,8 +22,8 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def port_is_free(port: int) -> bool:
-    """True when a server could listen on 127.0.0.1:port now.
+def port_is_free(port: int, host: str = _LOOPBACK) -> bool:
+    """True when a server could listen on host:port now.
 
     SO_REUSEADDR mirrors what slapd and the JVM set: TIME_WAIT sockets left by a server we just
     stopped do not block its restart on the same port, but a live listener does.
@@ -31,16 +31,17 @@ def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((_LOOPBACK, port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def accepts_connections(port: int) -> bool:
-    """True once a server listens on 127.0.0.1:port."""
+def accepts_connections(port: int, host: str = _LOOPBACK) -> bool:
+    """True once a server listens on host:port. A plain socket, not an LDAP client: ldap3 leaks
+    the socket of a refused connection."""
     try:
-        with socket.create_connection((_LOOPBACK, port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False

@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from ldap3.core.exceptions import LDAPException
 
 from idsync.rig.admin import admin_connection
 from idsync.rig.errors import RigError
+from idsync.rig.ports import accepts_connections, port_is_free
 from idsync.rig.process import ManagedProcess
 
 logger = logging.getLogger(__name__)
@@ -47,25 +47,6 @@ def _binary(name: str) -> str:
     if path is None:
         raise RigError(f"no `{name}` binary found: run `bash docker/bootstrap.sh` from the repo root")
     return path
-
-
-def _address_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    # A plain socket first: ldap3 leaks the socket of a refused connection.
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class AddressClaim:
@@ -98,7 +79,7 @@ def claim_loopback_address(first: str = "127.0.0.2") -> AddressClaim:
         except BlockingIOError:
             os.close(lock_file)
             continue
-        if any(_address_in_use(address, port) for port in _CHECKED_PORTS):
+        if any(not port_is_free(port, address) for port in _CHECKED_PORTS):
             os.close(lock_file)
             continue
         return AddressClaim(address, lock_file)
@@ -216,7 +197,7 @@ class SambaDC:
         if self._process is not None and self._process.running:
             return self
         for port in _CHECKED_PORTS:
-            if _address_in_use(self.host_ip, port):
+            if not port_is_free(port, self.host_ip):
                 raise RigError(
                     f"samba {self.realm} cannot start: {self.host_ip}:{port} is already in use (a leftover DC?)"
                 )
@@ -276,7 +257,7 @@ class SambaDC:
                     f"samba {self.realm} exited with code {process.returncode} before it was ready; "
                     f"see {self.log_file}:\n{process.log_tail()}"
                 )
-            if _accepts_connections(self.host_ip, LDAP_PORT):
+            if accepts_connections(LDAP_PORT, self.host_ip):
                 try:
                     with self.admin_connection():
                         return
