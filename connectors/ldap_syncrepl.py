@@ -40,7 +40,7 @@ from ldap3.core.exceptions import LDAPException, LDAPOperationResult
 
 from connectors.accesslog import position_at, position_minus
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_session import LdapSession, sorted_errors
+from connectors.ldap_session import LdapSession, decode_entries_raw_only, sorted_errors
 from connectors.rfc4533 import (
     E_SYNC_REFRESH_REQUIRED,
     SYNC_DONE_OID,
@@ -306,6 +306,7 @@ class _SyncStream:
                 raise_exceptions=True,
                 auto_bind=False,
             )
+            decode_entries_raw_only(self._connection)
             try:
                 self._connection.bind()
                 _keep_alive(self._connection.socket)

@@ -165,6 +165,9 @@ def test_within_compares_dns_by_components():
     assert within("cn=A\\2Cb,dc=x", "dc=x")
     assert not within("uid=a,ou=other,dc=x", "ou=people,dc=x")
     assert not within("uid=a,ou=xpeople,dc=x", "ou=people,dc=x")
+    # An escaped comma is part of the RDN value, an escaped backslash before a comma is not.
+    assert not within("uid=a\\,ou=people,dc=x", "ou=people,dc=x")
+    assert within("uid=a\\\\,ou=people,dc=x", "ou=people,dc=x")
     assert not within(None, "dc=x")
     assert not within("not a dn", "dc=x")
 

@@ -98,7 +98,8 @@ def test_sync_state_uuid_is_canonical_lowercase_text():
 
 
 @pytest.mark.parametrize("state", list(SyncState))
-@pytest.mark.parametrize("cookie", [None, b"", SLAPD_COOKIE])
+# A 300-byte cookie needs BER's long length form (two-octet length).
+@pytest.mark.parametrize("cookie", [None, b"", SLAPD_COOKIE, SLAPD_COOKIE * 8 + bytes(range(256))[:50]])
 def test_sync_state_round_trip(state, cookie):
     control = SyncStateControl(state=state, entry_uuid=OTHER_UUID_TEXT, cookie=cookie)
     assert decode_sync_state(encode_sync_state(control)) == control
@@ -198,6 +199,9 @@ def test_sync_info_new_cookie_needs_a_cookie():
         (decode_sync_state, tlv(0x30, tlv(0x0A, b"\x07") + tlv(0x04, UUID_BYTES)), "Sync State state: unknown value 7"),
         (decode_sync_state, tlv(0x30, tlv(0x0A, b"\x01") + tlv(0x04, UUID_BYTES[:15])), "16 bytes, got 15"),
         (decode_sync_state, "30030a0101", "expected bytes, got str"),
+        (decode_sync_state, tlv(0x30, tlv(0x0A, b"\x01") + tlv(0x04, UUID_BYTES)) + b"\x00", "1 bytes after the value"),
+        (decode_sync_state, tlv(0x30, tlv(0x0A, b"\x01") + tlv(0x04, UUID_BYTES) + b"\x01\x01\x00"), "Sync State control: not valid BER"),
+        (decode_sync_state, bytes.fromhex("30840a"), "Sync State control: not valid BER"),
         (decode_sync_done, bytes.fromhex("3006040163"), "Sync Done control: not valid BER"),
         (decode_sync_info, b"\xa4\x00", "Sync Info message: not valid BER"),
         (decode_sync_info, b"\x04\x03abc", "Sync Info message: not valid BER"),
