@@ -17,6 +17,8 @@ from connectors.ldap_syncrepl import AccesslogSyncReader
 from streams.app import add_component, create_app
 from streams.contracts import ChangeReader
 from streams.kafka_topics import ensure_topics
+from streams.lag import LagProbe
+from streams.metrics import LagMetrics, serve_metrics
 from streams.positions import PositionStore
 from streams.publisher import ChangePublisher
 from streams.sink_runner import SinkRunner
@@ -33,6 +35,8 @@ def build_worker(topology: Topology) -> faust.App:
     for forest in topology.forests:
         add_component(app, f"reader_{forest.name}", lambda forest=forest: run_reader(topology, forest))
     add_component(app, "contact_writer", lambda: run_contact_writer(topology))
+    if topology.metrics is not None:
+        add_component(app, "metrics", lambda: run_metrics_endpoint(topology))
     return app
 
 
@@ -109,13 +113,17 @@ async def run_full_import(topology: Topology, forests: list[Forest], *, allow_ma
     return summaries
 
 
+def contact_writer_group(topology: Topology) -> str:
+    return f"{topology.streams.app_id}-contact-writer"
+
+
 async def run_contact_writer(topology: Topology) -> None:
     kafka = topology.kafka
     consumer = AIOKafkaConsumer(
         kafka.topics.contacts,
         bootstrap_servers=kafka.bootstrap_servers,
         client_id=kafka.client_id,
-        group_id=f"{topology.streams.app_id}-contact-writer",
+        group_id=contact_writer_group(topology),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -129,3 +137,16 @@ async def run_contact_writer(topology: Topology) -> None:
         await consumer.stop()
         await producer.stop()
         await asyncio.to_thread(writer.close)
+
+
+async def run_metrics_endpoint(topology: Topology) -> None:
+    """Serve the worker's metrics, with the lag of the processor (faust's group is the app id)
+    on the changes topic and of the contact writer on the contacts topic."""
+    topics = topology.kafka.topics
+    probe = LagProbe(topology.kafka.bootstrap_servers)
+    await probe.start()
+    try:
+        watched = ((topology.streams.app_id, topics.changes), (contact_writer_group(topology), topics.contacts))
+        await serve_metrics(topology.metrics, LagMetrics(probe, watched))
+    finally:
+        await probe.stop()

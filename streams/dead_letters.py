@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from streams.metrics import DEAD_LETTERS
+
 log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "idsync.errors."
@@ -32,6 +34,9 @@ class DeadLetter:
         return [(HEADER_PREFIX + name, value.encode()) for name, value in self._fields()]
 
     def log(self) -> None:
+        """Logs the letter and counts it (idsync_dead_letters_total by stage): every stage calls
+        this once per letter it sends."""
+        DEAD_LETTERS.labels(self.stage).inc()
         log.warning("dead-letter %s", " ".join(f"{name}={value}" for name, value in self._fields()))
 
     def _fields(self) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
 from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, SnapshotMarker, SnapshotPhase
+from streams.metrics import CHANGES_PUBLISHED
 from streams.topology import DEFAULT_OBJECT_KINDS, Topics
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,12 @@ class ChangePublisher:
                 rejected.append(RejectedRecord(reason=reason, raw=value, position=change.position))
                 continue
             deliveries.append(await self._producer.send(self._topics.changes, key=change.key.encode(), value=value))
+        published = len(deliveries)
         for record in rejected:
             deliveries.append(await self._dead_letter(record))
         if deliveries:
             await asyncio.gather(*deliveries)
+            CHANGES_PUBLISHED.labels(self._forest).inc(published)
             log.debug("published forest=%s changes=%d rejected=%d", self._forest, len(batch.changes), len(rejected))
 
     async def publish_snapshot(self, batch: ReadBatch, *, allow_mass_delete: bool = False) -> str:

@@ -11,13 +11,17 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from streams.backoff import Backoff
 from streams.contracts import ContactWriter, PermanentError, RetriableError
 from streams.dead_letters import DeadLetter
 from streams.events import ContactState, EventDecodeError
+from streams.metrics import CONTACTS_DELETED, CONTACTS_WRITTEN, SINK_ERRORS, SINK_OUTAGES, SINK_UP
+from streams.outages import Outage
 from streams.topology import Topics
 
 log = logging.getLogger(__name__)
+
+# What the writer reports for a contact it left alone; anything else but "deleted" is a write.
+_NOTHING_DONE = frozenset({"unchanged", "absent"})
 
 
 class SinkRunner:
@@ -33,6 +37,7 @@ class SinkRunner:
         self._consumer = consumer
         self._producer = producer
         self._topics = topics
+        self._outage = Outage("component=contact-writer", up=SINK_UP, outages=SINK_OUTAGES)
 
     async def run(self) -> None:
         while True:
@@ -62,22 +67,26 @@ class SinkRunner:
     async def _apply(self, batch: list[tuple[ConsumerRecord, ContactState]]) -> None:
         if not batch:
             return
-        backoff = Backoff()
         while True:
             try:
                 results = await asyncio.to_thread(self._writer.apply_all, [state for _, state in batch])
                 break
             except RetriableError as exc:
-                delay = backoff.next_delay()
-                log.warning("contact writer waiting contacts=%d error=%s retry_in=%.1fs", len(batch), exc, delay)
-                await asyncio.sleep(delay)
+                SINK_ERRORS.labels("unavailable").inc()
+                await asyncio.sleep(self._outage.failed(exc))
+        self._outage.succeeded()
         for (record, state), result in zip(batch, results):
             if isinstance(result, PermanentError):
                 await self._dead_letter(record, str(result))
-            else:
-                log.info("contact %s anchor=%s dn=%s", result, state.anchor, state.dn)
+                continue
+            if result == "deleted":
+                CONTACTS_DELETED.inc()
+            elif result not in _NOTHING_DONE:
+                CONTACTS_WRITTEN.inc()
+            log.info("contact %s anchor=%s dn=%s", result, state.anchor, state.dn)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        SINK_ERRORS.labels("rejected").inc()
         letter = DeadLetter(
             stage="contact-writer",
             reason=reason,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.backoff import Backoff
 from streams.contracts import ChangeReader, RetriableError
 from streams.events import ObjectKind, ReaderPosition
+from streams.metrics import POSITION_SAVED, READER_OUTAGES, READER_SECONDS_SINCE_READ, READER_UP
+from streams.outages import Outage
 from streams.positions import PositionStore
 from streams.publisher import ChangePublisher
 from streams.topology import DEFAULT_OBJECT_KINDS, Topics
@@ -35,6 +37,12 @@ class SourceRunner:
         self._reader = reader
         self._positions = positions
         self._publisher = ChangePublisher(producer, topics=topics, forest=reader.forest, kinds=kinds)
+        forest = reader.forest
+        self._outage = Outage(
+            f"component=reader forest={forest}", up=READER_UP.labels(forest), outages=READER_OUTAGES.labels(forest)
+        )
+        self._last_read = time.monotonic()
+        READER_SECONDS_SINCE_READ.labels(forest).set_function(lambda: time.monotonic() - self._last_read)
 
     @property
     def reader_id(self) -> str:
@@ -42,7 +50,6 @@ class SourceRunner:
 
     async def run(self) -> None:
         position = await self._resume_position()
-        backoff = Backoff()
         while True:
             try:
                 batch = await self._reader.read(position)
@@ -51,22 +58,17 @@ class SourceRunner:
                 else:
                     await self._publisher.publish(batch)
             except (RetriableError, KafkaError) as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "reader waiting forest=%s error=%s retry_in=%.1fs",
-                    self._reader.forest,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._outage.failed(exc))
                 continue
-            backoff.reset()
+            self._outage.succeeded()
+            self._last_read = time.monotonic()
             if batch.position is not None and batch.position != position:
                 await self._positions.save(
                     ReaderPosition(
                         reader=self.reader_id, mode=self._reader.mode, position=batch.position
                     )
                 )
+                POSITION_SAVED.labels(self._reader.forest).set_to_current_time()
                 position = batch.position
 
     async def _resume_position(self) -> str | None:

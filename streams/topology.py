@@ -118,6 +118,8 @@ class ChangeCapture:
     accesslog_base: str
     # generic-poll: how often a full scan compares the directory with what was published.
     reconcile_interval_seconds: float = 300.0
+    # ad-dirsync: a change notification search wakes the poll at once; the interval stays the safety net.
+    wake_on_change_notification: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,12 +145,22 @@ class ContactPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """Where the worker serves Prometheus metrics (GET /metrics)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Topology:
     kafka: KafkaSettings
     streams: StreamsSettings
     forests: tuple[Forest, ...]
     contacts: ContactPolicy
     source: Path | None
+    # None: the worker serves no metrics endpoint.
+    metrics: MetricsSettings | None = None
 
     @property
     def central(self) -> Forest:
@@ -194,7 +206,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         raise TopologyError([f"expected a mapping of kafka, streams, forests and contacts, got {_kind(data)}"],
                             source=source)
     errors: list[str] = []
-    top = _Section(errors, data, "", ("kafka", "streams", "forests", "contacts"))
+    top = _Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metrics"))
     topology = Topology(
         kafka=_kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                          "topics"))),
@@ -203,6 +215,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         forests=_forests(top, source.absolute().parent if source is not None else None),
         contacts=_contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes"))),
         source=source,
+        metrics=_metrics(top.child("metrics", ("listen",))) if top.given("metrics") else None,
     )
     if errors:
         raise TopologyError(errors, source=source)
@@ -373,7 +386,8 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
     elif role == "user" and not sec.given("contacts_ou"):
         sec.error("contacts_ou", "required for a user forest: the OU of the central forest receiving its contacts")
     capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base",
-                                           "reconcile_interval_seconds"))
+                                           "reconcile_interval_seconds", "wake_on_change_notification"))
+    mode = capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES))
     return Forest(
         name=name,
         role=role,
@@ -382,17 +396,32 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
         bind_dn=bind_dn,
         password=Secret(env=env, file=path) if (env is None) != (path is None) else None,
         change_capture=ChangeCapture(
-            mode=capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES)),
+            mode=mode,
             poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False),
             overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True),
             accesslog_base=capture.text("accesslog_base", "cn=accesslog", check=_dn_problem),
             reconcile_interval_seconds=capture.number(
                 "reconcile_interval_seconds", 300.0, minimum=0, inclusive=False
             ),
+            wake_on_change_notification=_wake_on_change_notification(capture, mode),
         ),
         contacts_ou=contacts_ou if role == "user" else None,
         object_kinds=_object_kinds(sec),
     )
+
+
+def _wake_on_change_notification(capture: _Section, mode: str | None) -> bool:
+    wake = capture.value("wake_on_change_notification", (bool,), "true or false", False)
+    if wake and mode is not None and mode != "ad-dirsync":
+        capture.error("wake_on_change_notification", f"only for mode ad-dirsync (AD's change notification "
+                      f"control), not {mode}")
+    return bool(wake)
+
+
+def _metrics(sec: _Section) -> MetricsSettings:
+    listen = sec.text("listen", check=_listen_problem)
+    host, _, port = (listen or ":0").rpartition(":")
+    return MetricsSettings(host=host.strip("[]"), port=int(port))
 
 
 def _object_kinds(sec: _Section) -> frozenset[ObjectKind]:
@@ -504,6 +533,12 @@ def _bootstrap_problem(value: str) -> str | None:
     for server in value.split(","):
         if (match := _HOST_PORT.fullmatch(server)) is None or not 0 < int(match.group(1)) < 65536:
             return f"expected host:port[,host:port...] without spaces, got {value!r}"
+    return None
+
+
+def _listen_problem(value: str) -> str | None:
+    if (match := _HOST_PORT.fullmatch(value)) is None or not 0 < int(match.group(1)) < 65536:
+        return f"expected host:port (e.g. 127.0.0.1:9464), got {value!r}"
     return None
 
 

@@ -1,0 +1,104 @@
+"""Prometheus metrics of a worker process, and the HTTP endpoint that serves them.
+
+Metrics are process-wide, like loggers: each component updates its own labelled series, and the
+endpoint (``metrics.listen`` in topology.yaml) serves them all from the worker's event loop.
+Consumer lag is read from Kafka at each scrape, so it is exactly as fresh as the scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from streams.lag import LagProbe
+from streams.outages import describe_error
+from streams.topology import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+READER_UP = Gauge("idsync_reader_up", "1 unless the forest's reader is waiting out an outage", ["forest"])
+READER_OUTAGES = Counter(
+    "idsync_reader_outages", "Outages of the forest's reader (directory or Kafka unavailable)", ["forest"]
+)
+READER_SECONDS_SINCE_READ = Gauge(
+    "idsync_reader_seconds_since_last_read", "Seconds since the reader's last successful read (or its start)",
+    ["forest"],
+)
+CHANGES_PUBLISHED = Counter("idsync_reader_changes_published", "Directory changes published to Kafka", ["forest"])
+POSITION_SAVED = Gauge(
+    "idsync_reader_position_saved_timestamp_seconds", "When the reader last saved its position (Unix time)",
+    ["forest"],
+)
+SINK_UP = Gauge("idsync_sink_up", "1 unless the contact writer is waiting out an outage of the central forest")
+SINK_OUTAGES = Counter("idsync_sink_outages", "Outages of the central forest seen by the contact writer")
+CONTACTS_WRITTEN = Counter("idsync_sink_contacts_written", "Contacts created, updated or moved in the central forest")
+CONTACTS_DELETED = Counter("idsync_sink_contacts_deleted", "Contacts deleted from the central forest")
+SINK_ERRORS = Counter(
+    "idsync_sink_errors",
+    "Failed contact writes: kind=unavailable (the batch is retried), kind=rejected (dead-lettered)",
+    ["kind"],
+)
+DEAD_LETTERS = Counter("idsync_dead_letters", "Records sent to the error topic, by stage", ["stage"])
+CONSUMER_LAG = Gauge(
+    "idsync_consumer_lag", "Records of the topic the group has not committed yet", ["group", "topic", "partition"]
+)
+
+# A scrape waits this long for Kafka before it answers without the lag series.
+LAG_TIMEOUT_SECONDS = 5.0
+
+
+class LagMetrics:
+    """Fills idsync_consumer_lag for the watched (group, topic) pairs, once per scrape."""
+
+    def __init__(self, probe: LagProbe, watched: Sequence[tuple[str, str]]) -> None:
+        self._probe = probe
+        self._watched = tuple(watched)
+        self._failing = False
+
+    async def refresh(self) -> None:
+        """Unknown lag is left out rather than shown stale: a missing series is honest, an old one is not."""
+        try:
+            readings = {
+                (group, topic): await asyncio.wait_for(self._probe.lag(group, topic), LAG_TIMEOUT_SECONDS)
+                for group, topic in self._watched
+            }
+        except (KafkaError, LookupError, TimeoutError) as exc:
+            CONSUMER_LAG.clear()
+            if not self._failing:
+                log.warning("consumer lag unreadable error=%r", describe_error(exc))
+            self._failing = True
+            return
+        if self._failing:
+            log.info("consumer lag readable again")
+        self._failing = False
+        # No await from here on: a concurrent scrape never sees a half-filled gauge.
+        CONSUMER_LAG.clear()
+        for (group, topic), lag in readings.items():
+            for partition, records in lag.items():
+                CONSUMER_LAG.labels(group, topic, str(partition)).set(records)
+
+
+async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
+    """Serve GET /metrics until cancelled."""
+    render = make_aiohttp_handler(REGISTRY)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        await lag.refresh()
+        return await render(request)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("metrics endpoint listening url=http://%s:%d/metrics", settings.host, settings.port)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
