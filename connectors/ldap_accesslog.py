@@ -55,6 +55,7 @@ class AccesslogPollReader:
             # Not a continuation of our own last batch (start, or a retry after a failed
             # publish): what was returned before may not be durable, so forget it.
             self._seen.clear()
+            self._scope.forget()
             self._next_recheck = 0.0
         records = self._search(f"(reqStart>={position})", RECORD_ATTRIBUTES)
         if time.monotonic() >= self._next_recheck:
@@ -73,7 +74,7 @@ class AccesslogPollReader:
             elif outcome is not None:
                 changes.append(outcome)
         self._returned_up_to = newest
-        return ReadBatch(changes=tuple(self._scope.with_kinds(changes)), rejected=tuple(rejected), position=newest)
+        return ReadBatch(changes=tuple(self._scope.publishable(changes)), rejected=tuple(rejected), position=newest)
 
     def _late_records(self, position: str) -> list[tuple[str, dict]]:
         """Records of the overlap window before `position` that were not returned yet."""

@@ -11,6 +11,8 @@ change feed:
   so a delete (or a move out of base_dn) reaches the contacts within that interval.
 - Entries below a subtree moved into base_dn keep their change stamps (only the moved entry
   gets a new one): they appear at the next reconcile.
+- With a forest filter, snapshots read only matching entries, and polls still read every changed
+  entry so that one that stopped matching is published as a DELETE (:mod:`connectors.scope_filter`).
 
 The stamp is ``entryCSN`` when the server keeps it (OpenLDAP does), else ``modifyTimestamp``.
 entryCSN has microseconds plus a per-write counter, so it is unique per write and is the
@@ -147,6 +149,7 @@ class GenericPollReader:
         if position != self._returned_up_to:
             # A start, or a retry after a failed publish: what was returned may not be durable.
             self._seen.clear()
+            self._scope.forget()
         attribute = self._stamp()
         since = position_minus(current.watermark, self._capture.overlap_seconds)
         self._seen = {key: version for key, version in self._seen.items() if version >= since}
@@ -166,6 +169,7 @@ class GenericPollReader:
             except RecordError as exc:
                 rejected.append(RejectedRecord(reason=str(exc), raw=raw_json(entry["raw_attributes"]), position=stamp))
             self._seen[key] = version
+        changes = self._scope.publishable(changes)
         resume = str(PollPosition(watermark, current.reconciled))
         self._returned_up_to = resume
         return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=resume)
@@ -178,7 +182,7 @@ class GenericPollReader:
                 since_filter(attribute, since),
                 search_scope=SUBTREE,
                 dereference_aliases=DEREF_NEVER,
-                attributes=["*", "entryUUID", attribute],
+                attributes=[*self._scope.entry_attributes, attribute],
                 paged_size=self._page_size,
                 generator=False,
             )

@@ -1,9 +1,15 @@
-"""What an OpenLDAP accesslog reader sees of its forest: the objects under ``base_dn``.
+"""What an OpenLDAP reader sees of its forest: the objects under ``base_dn`` matching its filter.
 
 Shared by the polling reader (:mod:`connectors.ldap_accesslog`) and the push reader
 (:mod:`connectors.ldap_syncrepl`): both decode the same accesslog records, see them through the
-same scope (a move across base_dn is an add or a delete for idsync) and start from the same
-snapshot; they differ only in how records reach them.
+same scope (a move across base_dn is an add or a delete for idsync; an object that starts or
+stops matching the forest's filter enters or leaves scope, see :mod:`connectors.scope_filter`)
+and start from the same snapshot; they differ only in how records reach them. The generic
+poller (:mod:`connectors.ldap_generic_poll`) shares the snapshot, the filter and entry decoding.
+
+idsync's own writes are flagged (``written_by_idsync``) when made by one of the forest's writer
+accounts: for a logged change the record's ``reqAuthzID`` names the account; an object read
+whole names its creator in ``creatorsName``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from connectors.accesslog import RecordError, attribute_value, decode_record, within
 from connectors.ldap_session import LdapSession
+from connectors.scope_filter import FilterMemory
 from streams.contracts import RejectedRecord
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from streams.metaverse import classify
@@ -40,6 +47,7 @@ RECORD_ATTRIBUTES = [
     "reqNewDN",
     "reqNewSuperior",
     "reqDeleteOldRDN",
+    "reqAuthzID",
 ]
 
 
@@ -54,6 +62,39 @@ class ForestScope:
         # The accesslog names the object class only on adds; every event states it, so the
         # kinds of objects seen are remembered, and looked up once for the others (with_kinds).
         self._kinds: dict[str, ObjectKind] = {}
+        self._filter = FilterMemory() if forest.filter else None
+        self._writers = WriterAccounts(forest.change_capture.writer_accounts)
+        # What an object read whole carries: its state, its id, and who created it.
+        self.entry_attributes = ["*", "entryUUID", *(["creatorsName"] if self._writers else [])]
+
+    def forget(self) -> None:
+        """The reader resumes from a position other than its last batch's: what those batches
+        taught about the filter may never have reached downstream."""
+        if self._filter is not None:
+            self._filter.forget()
+
+    def publishable(self, changes: list[DirectoryChange]) -> list[DirectoryChange]:
+        """The changes seen through the forest's filter, each naming its object's kind."""
+        if self._filter is not None:
+            memory = self._filter.copy()  # kept only if the directory answered every question
+            changes = memory.apply(changes, self)
+            self._filter = memory
+        return self.with_kinds(changes)
+
+    def matching(self, object_ids: Sequence[str]) -> set[str]:
+        """Of these objects, those under base_dn that match the forest's filter now."""
+        return {id_of(entry) for entry in self._entries(object_ids, ["entryUUID"], matching_filter=True)}
+
+    def matching_whole(self, object_ids: Sequence[str]) -> dict[str, DirectoryChange]:
+        """The whole state, as an ADD without a position of its own, of each of these objects that
+        is under base_dn and matches the forest's filter now."""
+        return {
+            change.object_id: change
+            for change in (
+                self.entry_change(entry, "")
+                for entry in self._entries(object_ids, self.entry_attributes, matching_filter=True)
+            )
+        }
 
     def record_change(
         self, raw: Mapping[str, Sequence[bytes]], start: str
@@ -64,6 +105,8 @@ class ForestScope:
             change = self.scoped(decode_record(self.forest, raw))
         except RecordError as exc:
             return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=start)
+        if change is not None and self._writers and self._writers.wrote(raw.get("reqAuthzID")):
+            change = replace(change, written_by_idsync=True)
         return change
 
     def with_kinds(self, changes: list[DirectoryChange]) -> list[DirectoryChange]:
@@ -84,25 +127,30 @@ class ForestScope:
 
     def _lookup_kinds(self, object_ids: Sequence[str]) -> dict[str, ObjectKind]:
         """Kinds of the objects still in the directory; one gone already has none."""
-        kinds: dict[str, ObjectKind] = {}
+        return {
+            id_of(entry): classify(value.decode() for value in entry["raw_attributes"].get("objectClass", ()))
+            for entry in self._entries(object_ids, ["objectClass", "entryUUID"])
+        }
+
+    def _entries(self, object_ids: Sequence[str], attributes: list[str], *, matching_filter: bool = False) -> list[dict]:
+        """The entries under base_dn with these entryUUIDs (and matching the forest's filter if
+        asked), many per search."""
+        found = []
         for chunk in range(0, len(object_ids), _LOOKUP_CHUNK):
-            wanted = "".join(f"(entryUUID={escape_filter_chars(i)})" for i in object_ids[chunk : chunk + _LOOKUP_CHUNK])
+            ids = object_ids[chunk : chunk + _LOOKUP_CHUNK]
+            wanted = "(|" + "".join(f"(entryUUID={escape_filter_chars(i)})" for i in ids) + ")"
             with self._session.connection() as connection:
                 entries = connection.extend.standard.paged_search(
                     self._config.base_dn,
-                    f"(|{wanted})",
+                    f"(&{wanted}{self._config.filter})" if matching_filter else wanted,
                     search_scope=SUBTREE,
                     dereference_aliases=DEREF_NEVER,
-                    attributes=["objectClass", "entryUUID"],
+                    attributes=attributes,
                     paged_size=self._page_size,
                     generator=False,
                 )
-                for entry in entries:
-                    if entry.get("type") == "searchResEntry":
-                        raw = entry["raw_attributes"]
-                        classes = (value.decode() for value in raw.get("objectClass", ()))
-                        kinds[raw["entryUUID"][0].decode()] = classify(classes)
-        return kinds
+                found += [entry for entry in entries if entry.get("type") == "searchResEntry"]
+        return found
 
     def scoped(self, change: DirectoryChange | None) -> DirectoryChange | None:
         """The change as seen from inside base_dn: moves across its edge become adds or deletes."""
@@ -121,15 +169,15 @@ class ForestScope:
         return None
 
     def snapshot(self, position: str) -> tuple[list[DirectoryChange], list[RejectedRecord]]:
-        """Every object under base_dn as an add carrying `position`."""
+        """Every object in scope (under base_dn, matching the filter) as an add carrying `position`."""
         changes, rejected = [], []
         with self._session.connection() as connection:
             entries = connection.extend.standard.paged_search(
                 self._config.base_dn,
-                "(objectClass=*)",
+                self._config.filter or "(objectClass=*)",
                 search_scope=SUBTREE,
                 dereference_aliases=DEREF_NEVER,
-                attributes=["*", "entryUUID"],
+                attributes=self.entry_attributes,
                 paged_size=self._page_size,
                 generator=True,
             )
@@ -143,6 +191,8 @@ class ForestScope:
                     rejected.append(
                         RejectedRecord(reason=str(exc), raw=raw_json(entry["raw_attributes"]), position=position)
                     )
+        if self._filter is not None:
+            self._filter.learn_snapshot([change.object_id for change in changes])
         log.info("snapshot read forest=%s objects=%d rejected=%d", self.forest, len(changes), len(rejected))
         return changes, rejected
 
@@ -154,7 +204,7 @@ class ForestScope:
                 f"(entryUUID={escape_filter_chars(change.object_id)})",
                 search_scope=SUBTREE,
                 dereference_aliases=DEREF_NEVER,
-                attributes=["*", "entryUUID"],
+                attributes=self.entry_attributes,
             )
             found = [e for e in connection.response if e.get("type") == "searchResEntry"]
         # Gone again already: the delete that follows in the log says so.
@@ -170,6 +220,7 @@ class ForestScope:
         object_id = attributes.pop("entryUUID", (None,))[0]
         if not object_id:
             raise RecordError(f"entry {entry['dn']!r} has no entryUUID")
+        creator = attributes.pop("creatorsName", ())
         return DirectoryChange(
             forest=self.forest,
             object_id=object_id,
@@ -179,7 +230,34 @@ class ForestScope:
             attributes=attributes,
             position=position,
             changed_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            written_by_idsync=bool(self._writers) and self._writers.wrote(creator),
         )
+
+
+class WriterAccounts:
+    """Recognises the forest's writer accounts by DN, as an accesslog's reqAuthzID (``dn:<DN>``)
+    or an entry's creatorsName names them. Few accounts write, so each answer is remembered."""
+
+    def __init__(self, accounts: Sequence[str]) -> None:
+        self._accounts = tuple(accounts)
+        self._answers: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._accounts)
+
+    def wrote(self, values: Sequence[bytes | str] | None) -> bool:
+        if not values:
+            return False
+        value = values[0] if isinstance(values[0], str) else bytes(values[0]).decode("utf-8", "replace")
+        answer = self._answers.get(value)
+        if answer is None:
+            dn = value[3:] if value[:3].lower() == "dn:" else value
+            answer = self._answers[value] = any(within(dn, account) and within(account, dn) for account in self._accounts)
+        return answer
+
+
+def id_of(entry: dict) -> str:
+    return entry["raw_attributes"]["entryUUID"][0].decode()
 
 
 def raw_json(raw: Mapping[str, Sequence[bytes]]) -> bytes:

@@ -127,6 +127,7 @@ class AccesslogSyncReader:
         # cancelled read; no position is continued until it is open.
         self._stream = stream = _SyncStream(self._config, cookie=_cookie(position), loop=loop)
         self._returned, self._uncovered = None, False
+        self._scope.forget()
         try:
             await asyncio.to_thread(stream.open)
         except Exception:
@@ -245,7 +246,7 @@ class AccesslogSyncReader:
                 if _has_state(info.cookie):
                     cookie, uncovered = info.cookie, False
         return _Received(
-            changes=tuple(self._scope.with_kinds(changes)), rejected=tuple(rejected), cookie=cookie, uncovered=uncovered
+            changes=tuple(self._scope.publishable(changes)), rejected=tuple(rejected), cookie=cookie, uncovered=uncovered
         )
 
     def _sync_state(self, message: dict) -> SyncStateControl | None:

@@ -65,6 +65,8 @@ class DirectoryChange:
     """One change of one directory object, as its forest reported it."""
 
     SCHEMA = "idsync.directory-change"
+    # Fields added with a default (written_by_idsync) keep version 1: from_dict ignores keys it
+    # does not know and defaults those it misses, so old and new builds read each other's events.
     VERSION = 1
 
     forest: str
@@ -82,6 +84,9 @@ class DirectoryChange:
     changed_at: str
     # Set on the adds of a snapshot (full import): the metaverse marks what it saw.
     snapshot_id: str | None = None
+    # Made by one of the forest's writer accounts (idsync's own writes): for an add, the account
+    # that created the object; otherwise the one that made this change.
+    written_by_idsync: bool = False
 
     @property
     def key(self) -> str:
@@ -121,6 +126,7 @@ class DirectoryChange:
                 position=_text(data, "position"),
                 changed_at=_text(data, "changed_at"),
                 snapshot_id=data.get("snapshot_id"),
+                written_by_idsync=data.get("written_by_idsync") is True,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc

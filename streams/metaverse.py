@@ -57,6 +57,8 @@ class SourceObject:
     deleted: bool = False
     # The last snapshot (full import) that contained the object: what mark and sweep reads.
     snapshot: str | None = None
+    # Created by one of idsync's writer accounts: idsync's own output, never a person to provision.
+    created_by_idsync: bool = False
 
     @property
     def key(self) -> str:
@@ -79,6 +81,7 @@ class SourceObject:
             position=data["position"],
             deleted=data["deleted"],
             snapshot=data.get("snapshot"),
+            created_by_idsync=data.get("created_by_idsync") is True,
         )
 
 
@@ -94,6 +97,9 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             return replace(current, snapshot=change.snapshot_id)
         return None
     if change.op is ChangeOp.ADD:
+        # An add restating a living object (a snapshot, an object read whole) may not know who
+        # created it; the object's origin does not change while it lives.
+        living = current is not None and not current.deleted
         return SourceObject(
             forest=change.forest,
             object_id=change.object_id,
@@ -102,6 +108,7 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             attributes=_lowercase_names(change.attributes),
             position=change.position,
             snapshot=change.snapshot_id,
+            created_by_idsync=change.written_by_idsync or (living and current.created_by_idsync),
         )
     base = current if current is not None and not current.deleted else None
     kind = change.kind or (current.kind if current is not None else None)

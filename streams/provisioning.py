@@ -35,9 +35,10 @@ def desired_contact(obj: SourceObject, topology: Topology) -> ContactState | Non
         if obj.kind is not ObjectKind.USER:
             return None
         return ContactState(anchor=obj.key, present=False, container_dn=forest.contacts_ou)
-    if obj.kind is not ObjectKind.USER or ANCHOR_ATTRIBUTE.lower() in obj.attributes:
-        # An entry idsync wrote, read back through a forest whose scope overlaps a contacts
-        # OU, must never become a person again: that would be a replication loop.
+    if obj.kind is not ObjectKind.USER or obj.created_by_idsync or ANCHOR_ATTRIBUTE.lower() in obj.attributes:
+        # An entry idsync wrote (created by a writer account, or carrying the anchor), read back
+        # through a forest whose scope overlaps what idsync writes, must never become a person
+        # again: that would be a replication loop.
         return None
     values = FirstValues(obj.attributes)
     name = values.get(policy.rdn_source)

@@ -12,14 +12,15 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.core.exceptions import LDAPInvalidDnError, LDAPInvalidFilterError
+from ldap3.operation.search import compile_filter, parse_filter
 from ldap3.utils.dn import parse_dn
 
 from streams.events import ObjectKind
@@ -118,6 +119,8 @@ class ChangeCapture:
     accesslog_base: str
     # generic-poll: how often a full scan compares the directory with what was published.
     reconcile_interval_seconds: float = 300.0
+    # Changes made by these accounts are flagged as idsync's own (DirectoryChange.written_by_idsync).
+    writer_accounts: tuple[str, ...] = ()
     # ad-dirsync: a change notification search wakes the poll at once; the interval stays the safety net.
     wake_on_change_notification: bool = False
 
@@ -134,6 +137,8 @@ class Forest:
     contacts_ou: str | None
     # What the forest's reader publishes; OUs, computers and other objects are left out by default.
     object_kinds: frozenset[ObjectKind] = DEFAULT_OBJECT_KINDS
+    # An LDAP filter the directory applies on top of base_dn and object_kinds.
+    filter: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -335,7 +340,7 @@ def _streams(sec: _Section) -> StreamsSettings:
 
 def _forests(top: _Section, base_dir: Path | None) -> tuple[Forest, ...]:
     keys = ("name", "role", "url", "base_dn", "bind_dn", "password_env", "password_file", "change_capture",
-            "contacts_ou", "object_kinds")
+            "contacts_ou", "object_kinds", "filter")
     items = top.value("forests", (list,), "a list") or []
     if not items and top.given("forests"):
         top.error("forests", "must list at least the central forest")
@@ -386,7 +391,7 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
     elif role == "user" and not sec.given("contacts_ou"):
         sec.error("contacts_ou", "required for a user forest: the OU of the central forest receiving its contacts")
     capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base",
-                                           "reconcile_interval_seconds", "wake_on_change_notification"))
+                                           "reconcile_interval_seconds", "writer_accounts", "wake_on_change_notification"))
     mode = capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES))
     return Forest(
         name=name,
@@ -403,10 +408,12 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
             reconcile_interval_seconds=capture.number(
                 "reconcile_interval_seconds", 300.0, minimum=0, inclusive=False
             ),
+            writer_accounts=_writer_accounts(capture, role, bind_dn),
             wake_on_change_notification=_wake_on_change_notification(capture, mode),
         ),
         contacts_ou=contacts_ou if role == "user" else None,
         object_kinds=_object_kinds(sec),
+        filter=sec.text("filter", None, check=ldap_filter_problem),
     )
 
 
@@ -436,6 +443,55 @@ def _object_kinds(sec: _Section) -> frozenset[ObjectKind]:
     if not names and sec.given("object_kinds"):
         sec.error("object_kinds", "must not be empty")
     return frozenset(kinds) or DEFAULT_OBJECT_KINDS
+
+
+def _writer_accounts(capture: _Section, role: Role | None, bind_dn: str | None) -> tuple[str, ...]:
+    """By default the central forest's own bind_dn: the account the contact writer binds as."""
+    default = [bind_dn] if role == "central" and bind_dn is not None else []
+    accounts = capture.value("writer_accounts", (list,), "a list of DNs", default) or []
+    mode = capture.node.get("mode", CHANGE_CAPTURE_MODES[0])
+    if mode in _NO_MODIFIER_MODES:
+        if capture.given("writer_accounts"):
+            capture.error("writer_accounts", f"{mode} cannot tell who made a change; idsync's own entries are "
+                                             "recognised by their idsyncAnchor marker instead")
+        return ()
+    for i, dn in enumerate(accounts):
+        problem = _dn_problem(dn) if isinstance(dn, str) else f"expected a DN, got {_kind(dn)}"
+        if problem:
+            capture.error(f"writer_accounts[{i}]", problem)
+    return tuple(dn for dn in accounts if isinstance(dn, str))
+
+
+def ldap_filter_problem(value: str) -> str | None:
+    """Why `value` is not an RFC 4515 filter that idsync can combine with its own, or None."""
+    text = value.strip()
+    if not (text.startswith("(") and text.endswith(")")):
+        return f"must be enclosed in parentheses, e.g. (employeeType=staff); got {value!r}"
+    if text.count("(") != text.count(")"):
+        return (f"unbalanced parentheses ({text.count('(')} '(' and {text.count(')')} ')'; a parenthesis "
+                f"inside a value is written \\28 or \\29): {value!r}")
+    if (bad := _BAD_FILTER_ESCAPE.search(text)) is not None:
+        return f"'\\' must be followed by two hex digits (RFC 4515), at position {bad.start()}: {value!r}"
+    try:
+        root = parse_filter(text, None, False, False, None, False)
+        compile_filter(root.elements[0])
+    except LDAPInvalidFilterError as error:
+        return f"not a valid LDAP filter ({error}): {value!r}"
+    for node in _filter_assertions(root):
+        attribute, rule = node.assertion.get("attr"), node.assertion.get("matchingRule")
+        if not attribute and not rule:
+            return f"an assertion names no attribute: {value!r}"
+        for name in (attribute, rule):
+            if name and not _ATTRIBUTE_DESCRIPTION.fullmatch(name):
+                return f"{name!r} is not an attribute name or OID: {value!r}"
+    return None
+
+
+def _filter_assertions(node: Any) -> Iterator[Any]:
+    if node.assertion is not None:
+        yield node
+    for element in node.elements:
+        yield from _filter_assertions(element)
 
 
 def _contacts(sec: _Section) -> ContactPolicy:
@@ -518,6 +574,10 @@ _KAFKA_NAME = _rule(re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}").fullmatch,
 # Echoes no value: it might be a password pasted into the wrong key.
 _ENV_NAME = _rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
                   "not an environment variable name (letters, digits and '_'); put the variable's name here")
+_ATTRIBUTE_DESCRIPTION = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-z0-9-]+)*")
+_BAD_FILTER_ESCAPE = re.compile(r"\\(?![0-9A-Fa-f]{2})")
+# These modes' sources do not name the account that made a change.
+_NO_MODIFIER_MODES = ("ad-dirsync", "ad-usn-poll")
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
