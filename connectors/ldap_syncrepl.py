@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 
 from ldap3 import ASYNC_STREAM, BASE, DEREF_NEVER, NONE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPOperationResult
+from ldap3.utils.conv import escape_filter_chars
 
 from connectors.accesslog import position_at, position_minus
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
@@ -62,6 +63,11 @@ from streams.topology import Forest
 log = logging.getLogger(__name__)
 
 _RECORD_FILTER = "(&(objectClass=auditWriteObject)(reqResult=0))"
+# Results of a sync search that mean: the cookie cannot be resumed from, read a snapshot instead.
+_START_OVER = {
+    E_SYNC_REFRESH_REQUIRED: "cookie too old",
+    53: "directory older than the cookie (restored from a backup?)",  # unwillingToPerform
+}
 # How soon a dropped connection is noticed while no message arrives.
 _LIVENESS_SECONDS = 0.2
 # Messages held for the reader before ldap3's receiver thread waits.
@@ -95,6 +101,8 @@ class AccesslogSyncReader:
             return await self._snapshot()
         loop = asyncio.get_running_loop()
         if not self._continues(position, loop):
+            if await asyncio.to_thread(self._log_went_on_without, position):
+                return await self._snapshot()
             await self._start(position, loop)
         messages = await self._next_messages()
         if messages and messages[0]["type"] == "searchResDone":
@@ -166,11 +174,12 @@ class AccesslogSyncReader:
     async def _ended(self, done: dict) -> ReadBatch:
         """The server ended the sync search."""
         await self._stop_stream()
-        if done["result"] == E_SYNC_REFRESH_REQUIRED:
+        if done["result"] in _START_OVER:
             log.warning(
-                "sync cookie too old, starting over with a snapshot forest=%s position=%s message=%r",
+                "sync cannot resume, starting over with a snapshot forest=%s position=%s reason=%r message=%r",
                 self.forest,
                 self._returned,
+                _START_OVER[done["result"]],
                 done["message"],
             )
             return await self._snapshot()
@@ -215,6 +224,46 @@ class AccesslogSyncReader:
                 "(is the syncprov overlay configured on the accesslog database?)"
             )
         return _position(cookie)
+
+    def _log_went_on_without(self, position: str) -> bool:
+        """Whether the log lacks the record `position` names yet moved past it: the directory was
+        restored from a backup taken before that record (or the log purged past it), and what
+        the reader published since may be undone. slapd notices a restore only while its state
+        is older than the cookie (result 53); a backup taken while it ran (its contextCSN is
+        made anew at start) or a write after the restore hides it from slapd.
+
+        A cookie taken from the log's contextCSN rather than a record (a snapshot's) gives a
+        false alarm only when that contextCSN was made anew at a start and a write followed:
+        one needless snapshot."""
+        csns = _csns(_cookie(position))
+        if not csns:
+            return False
+        wanted = "".join(f"(entryCSN={escape_filter_chars(csn)})" for csn in csns)
+        base = self._capture.accesslog_base
+        with self._session.connection() as connection:
+            connection.search(
+                base, f"(|{wanted})", search_scope=SUBTREE, dereference_aliases=DEREF_NEVER, attributes=["1.1"]
+            )
+            if any(entry.get("type") == "searchResEntry" for entry in connection.response):
+                return False
+            connection.search(
+                base, "(objectClass=*)", search_scope=BASE, dereference_aliases=DEREF_NEVER, attributes=["contextCSN"]
+            )
+            context = [
+                bytes(value).decode()
+                for entry in connection.response
+                for value in entry.get("raw_attributes", {}).get("contextCSN", ())
+            ]
+        if not context or max(context) <= max(csns):
+            return False
+        log.warning(
+            "accesslog went on without the reader's position (restored from a backup?), starting over with a snapshot "
+            "forest=%s position=%s log_csn=%s",
+            self.forest,
+            position,
+            max(context),
+        )
+        return True
 
     def _decode(self, messages: list[dict]) -> _Received:
         """Blocking (a move into scope reads the entry): run in a worker thread."""
@@ -389,6 +438,12 @@ def _keep_alive(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+
+
+def _csns(cookie: bytes) -> list[str]:
+    """The CSNs of a cookie (``rid=000,sid=001,csn=<csn>;<csn>``)."""
+    _, found, rest = cookie.decode("latin-1").partition("csn=")
+    return [csn for csn in rest.split(",")[0].split(";") if csn] if found else []
 
 
 def _has_state(cookie: bytes | None) -> bool:

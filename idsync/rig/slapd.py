@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from string import Template
@@ -123,6 +124,33 @@ class SlapdInstance:
         if self._process is not None and self._process.running:
             self._process.kill()
             logger.info("slapd killed name=%s url=%s", self.name, self.url)
+
+    def backup(self, target: Path) -> Path:
+        """Both databases as LDIF files in `target` (slapcat; works while slapd runs)."""
+        target.mkdir(parents=True, exist_ok=True)
+        for suffix, _ in self._databases():
+            self._run_tool("slapcat", suffix, target / f"{suffix}.ldif")
+        return target
+
+    def restore(self, backup: Path) -> None:
+        """Replace both databases by those of `backup` (slapadd into emptied data dirs), as after
+        losing the disk; slapd must be stopped."""
+        if self.pid is not None:
+            raise RigError(f"slapd {self.name}: stop it before restoring a backup")
+        for suffix, directory in self._databases():
+            shutil.rmtree(directory)
+            directory.mkdir()
+            self._run_tool("slapadd", suffix, backup / f"{suffix}.ldif")
+        logger.info("slapd restored name=%s backup=%s", self.name, backup)
+
+    def _databases(self) -> tuple[tuple[str, Path], ...]:
+        return (("cn=accesslog", self.home / "accesslog"), (self.suffix, self.home / "data"))
+
+    def _run_tool(self, tool: str, suffix: str, ldif: Path) -> None:
+        command = [shutil.which(tool, path=_SBIN_PATH) or tool, "-f", str(self.home / "slapd.conf"), "-b", suffix]
+        done = subprocess.run([*command, "-l", str(ldif)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RigError(f"slapd {self.name}: {tool} of {suffix} failed: {done.stderr[-2000:]}")
 
     def __enter__(self) -> SlapdInstance:
         return self.start()

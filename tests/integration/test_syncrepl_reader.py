@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 import time
 from collections import Counter
@@ -15,17 +14,29 @@ import pytest
 from ldap3.strategy.asynchronous import AsyncStrategy
 
 from connectors.ldap_syncrepl import AccesslogSyncReader
-from idsync.rig import SlapdInstance
+from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
-from idsync.sample_data import ensure_ou
 from streams.contracts import ReadBatch, RetriableError
-from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
+from streams.events import ChangeOp, ObjectKind
 from streams.topology import Forest
 from tests.conftest import Directories
+from tests.integration.readers import (
+    Directory,
+    SourceUnderTest,
+    assert_quiet,
+    every_kind_of_change_once_in_order,
+    hostile_entries_are_published_or_dead_lettered,
+    kafka_settings,
+    private_slapd,
+    read_changes,
+    read_like_the_runner,
+    read_past_the_outage,
+    restorable_backup,
+    restore,
+)
 
 pytestmark = pytest.mark.integration
 
-PERSON = ["top", "person", "organizationalPerson", "inetOrgPerson"]
 # Short, so that "nothing more arrives" costs little; production uses the 1 s default.
 IDLE_SECONDS = 0.3
 
@@ -34,64 +45,8 @@ def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path) ->
     return reader_forest(instance, base_dn, password_file, name=instance.name.replace("_", "-"), mode="accesslog-sync")
 
 
-class Directory:
-    """Writes to one slapd as its admin, raising on any failure."""
-
-    def __init__(self, instance: SlapdInstance) -> None:
-        self.instance = instance
-
-    def add_user(self, parent: str, uid: str, **attributes: str) -> str:
-        dn = f"uid={uid},{parent}"
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.add(dn, PERSON, {"cn": uid, "sn": uid, "mail": f"{uid}@idsync.test"} | attributes)
-        return dn
-
-    def add_group(self, parent: str, cn: str, members: list[str]) -> str:
-        dn = f"cn={cn},{parent}"
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.add(dn, ["top", "groupOfNames"], {"cn": cn, "member": members})
-        return dn
-
-    def modify(self, dn: str, changes: dict) -> None:
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.modify(dn, changes)
-
-    def move(self, dn: str, new_rdn: str, new_parent: str | None = None) -> None:
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.modify_dn(dn, new_rdn, delete_old_dn=True, new_superior=new_parent)
-
-    def delete(self, dn: str) -> None:
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.delete(dn)
-
-    def entry_uuid(self, dn: str) -> str:
-        with self.instance.admin_connection(raise_exceptions=True) as connection:
-            connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["entryUUID"])
-            return connection.response[0]["raw_attributes"]["entryUUID"][0].decode()
-
-
 def receiver_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if isinstance(t, AsyncStrategy.ReceiverSocketThread)]
-
-
-async def read_changes(
-    reader: AccesslogSyncReader, position: str, count: int, *, timeout: float = 10
-) -> tuple[list[DirectoryChange], str]:
-    """At least `count` changes, read the way the source runner does: position to position."""
-    changes: list[DirectoryChange] = []
-    deadline = time.monotonic() + timeout
-    while len(changes) < count:
-        assert time.monotonic() < deadline, f"{len(changes)} of {count} changes within {timeout}s: {changes}"
-        batch = await reader.read(position)
-        assert not batch.rejected and not batch.is_snapshot
-        changes.extend(batch.changes)
-        position = batch.position
-    return changes, position
-
-
-async def assert_quiet(reader: AccesslogSyncReader, position: str) -> None:
-    batch = await reader.read(position)
-    assert batch.changes == () and batch.position == position
 
 
 @pytest.fixture
@@ -106,76 +61,8 @@ async def reader(directories: Directories, base: str, tmp_path: Path) -> AsyncIt
 async def test_snapshot_then_every_kind_of_change_once_in_order(
     reader: AccesslogSyncReader, directories: Directories, base: str, unique_name: str
 ) -> None:
-    directory = Directory(directories.forest_a)
     outside = f"ou={unique_name}-outside,{directories.forest_a.suffix}"
-    early = directory.add_user(base, "early")
-    carol = directory.add_user(outside, "carol", displayName="Carol")
-
-    snapshot = await reader.read(None)
-    assert snapshot.is_snapshot and not snapshot.rejected
-    assert {change.dn for change in snapshot.changes} == {base, early}
-    assert all(change.op is ChangeOp.ADD for change in snapshot.changes)
-    position = snapshot.position
-
-    alice = directory.add_user(base, "alice")
-    directory.modify(alice, {"displayName": [(ldap3.MODIFY_REPLACE, ["Alice A"])]})
-    bob = directory.add_user(base, "bob")
-    staff = directory.add_group(base, "staff", [alice])
-    directory.modify(staff, {"member": [(ldap3.MODIFY_ADD, [bob])]})
-    directory.modify(staff, {"member": [(ldap3.MODIFY_DELETE, [alice])]})
-    directory.move(alice, "uid=alice.renamed")
-    renamed = f"uid=alice.renamed,{base}"
-    sub = f"ou=sub,{base}"
-    with directories.forest_a.admin_connection(raise_exceptions=True) as connection:
-        ensure_ou(connection, sub)
-    directory.move(bob, "uid=bob", sub)
-    moved_bob = f"uid=bob,{sub}"
-    directory.move(moved_bob, "uid=bob", outside)
-    directory.move(carol, "uid=carol", base)
-    moved_carol = f"uid=carol,{base}"
-    directory.delete(renamed)
-    uuid = {dn: directory.entry_uuid(dn) for dn in (staff, moved_carol)}
-
-    changes, position = await read_changes(reader, position, 12)
-    await assert_quiet(reader, position)
-
-    summary = [(c.op, c.dn) for c in changes]
-    assert summary == [
-        (ChangeOp.ADD, alice),
-        (ChangeOp.MODIFY, alice),
-        (ChangeOp.ADD, bob),
-        (ChangeOp.ADD, staff),
-        (ChangeOp.MODIFY, staff),
-        (ChangeOp.MODIFY, staff),
-        (ChangeOp.MOVE, renamed),
-        (ChangeOp.ADD, sub),
-        (ChangeOp.MOVE, moved_bob),
-        (ChangeOp.DELETE, moved_bob),  # moved out of base_dn
-        (ChangeOp.ADD, moved_carol),  # moved into base_dn
-        (ChangeOp.DELETE, renamed),
-    ]
-    add_alice, modify_alice, add_bob, add_staff, add_member, remove_member, rename, _, move, out, into, delete = changes
-    assert add_alice.kind is ObjectKind.USER and add_alice.attributes["mail"] == ("alice@idsync.test",)
-    assert modify_alice.modifications == (Modification(attribute="displayName", op=ModOp.REPLACE, values=("Alice A",)),)
-    assert add_staff.kind is ObjectKind.GROUP and add_staff.attributes["member"] == (alice,)
-    assert add_member.modifications == (Modification(attribute="member", op=ModOp.ADD, values=(bob,)),)
-    assert remove_member.modifications == (Modification(attribute="member", op=ModOp.DELETE, values=(alice,)),)
-    assert add_staff.object_id == add_member.object_id == remove_member.object_id == uuid[staff]
-    assert rename.old_dn == alice and set(rename.modifications) == {
-        Modification(attribute="uid", op=ModOp.ADD, values=("alice.renamed",)),
-        Modification(attribute="uid", op=ModOp.DELETE, values=("alice",)),
-    }
-    assert move.old_dn == bob and move.object_id == add_bob.object_id
-    assert out.object_id == add_bob.object_id and out.old_dn is None
-    # Its history before it entered the scope was not ours: the whole entry is read.
-    assert into.object_id == uuid[moved_carol] and into.attributes["displayName"] == ("Carol",)
-    assert delete.object_id == add_alice.object_id == rename.object_id
-    # Positions are reqStart: unique and in the order the changes happened.
-    positions = [c.position for c in changes]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
-    # Every event names its kind, though the accesslog states it only on adds.
-    user, group, other = ObjectKind.USER, ObjectKind.GROUP, ObjectKind.OTHER
-    assert [c.kind for c in changes] == [user, user, user, group, group, group, user, other, user, user, user, user]
+    await every_kind_of_change_once_in_order(reader, Directory(directories.forest_a), base, outside)
 
 
 async def test_resume_from_a_cookie_yields_exactly_what_changed_while_closed(
@@ -222,18 +109,16 @@ async def test_a_stale_cookie_starts_over_with_a_snapshot(
 
 
 async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path: Path) -> None:
-    # A slapd of its own: stopping the shared forests would disturb whatever else holds them.
-    instance = SlapdInstance(
-        tmp_path / "slapd", name="outage", suffix="dc=outage,dc=idsync,dc=test", admin_password=secrets.token_urlsafe(16)
-    ).start()
+    with private_slapd(tmp_path) as instance:
+        await _outage_then_resume(instance, tmp_path)
+    assert receiver_threads() == []
+
+
+async def _outage_then_resume(instance: SlapdInstance, tmp_path: Path) -> None:
     directory = Directory(instance)
-    base = f"ou=people,{instance.suffix}"
+    base, outside = f"ou=people,{instance.suffix}", f"ou=elsewhere,{instance.suffix}"
     reader = AccesslogSyncReader(forest_config(instance, base, tmp_path / "password"), idle_seconds=IDLE_SECONDS)
     try:
-        outside = f"ou=elsewhere,{instance.suffix}"
-        with instance.admin_connection(raise_exceptions=True) as connection:
-            ensure_ou(connection, base)
-            ensure_ou(connection, outside)
         newcomer = directory.add_user(outside, "newcomer", displayName="Newcomer")
         position = (await reader.read(None)).position
         seen = directory.add_user(base, "seen")
@@ -262,8 +147,6 @@ async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path
         assert changes[1].attributes["displayName"] == ("Newcomer",)
     finally:
         await reader.close()
-        instance.stop()
-    assert receiver_threads() == []
 
 
 async def read_until_failure(reader: AccesslogSyncReader, position: str) -> None:
@@ -273,24 +156,6 @@ async def read_until_failure(reader: AccesslogSyncReader, position: str) -> None
         batch: ReadBatch = await reader.read(position)
         assert batch.position == position or batch.changes
         position = batch.position
-
-
-async def read_like_the_runner(
-    reader: AccesslogSyncReader, position: str, count: int, *, timeout: float = 10
-) -> tuple[list[DirectoryChange], str]:
-    """As the source runner: a RetriableError means wait a little and read from the same position."""
-    changes: list[DirectoryChange] = []
-    deadline = time.monotonic() + timeout
-    while len(changes) < count:
-        assert time.monotonic() < deadline, f"{len(changes)} of {count} changes within {timeout}s"
-        try:
-            batch = await reader.read(position)
-        except RetriableError:
-            await asyncio.sleep(0.1)
-            continue
-        changes.extend(batch.changes)
-        position = batch.position
-    return changes, position
 
 
 async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
@@ -330,3 +195,53 @@ async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
         values[change.dn].append(int(modification.values[0]))
     # Each object's changes in the order they were made.
     assert all(seen == list(range(per_writer)) for seen in values.values()), Counter(map(len, values.values()))
+
+
+@pytest.mark.parametrize(
+    ("backup_while_running", "write_before_the_reader_returns"),
+    [(True, False), (False, False), (False, True)],
+    ids=["live-backup", "offline-backup", "offline-backup-then-a-write"],
+)
+async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
+    tmp_path: Path, backup_while_running: bool, write_before_the_reader_returns: bool
+) -> None:
+    # slapd itself answers 53 (unwillingToPerform) only to the offline backup, as long as nothing
+    # was written since the restore; otherwise it would resume the cookie as if nothing happened.
+    with private_slapd(tmp_path) as instance:
+        directory = Directory(instance)
+        base = f"ou=people,{instance.suffix}"
+        kept = directory.add_user(base, "kept")
+        reader = AccesslogSyncReader(forest_config(instance, base, tmp_path / "password"), idle_seconds=IDLE_SECONDS)
+        try:
+            position = (await reader.read(None)).position
+            backup = restorable_backup(instance, tmp_path / "backup", while_running=backup_while_running)
+            undone = directory.add_user(base, "added.after.the.backup")
+            directory.modify(kept, {"description": [(ldap3.MODIFY_REPLACE, ["after the backup"])]})
+            _, position = await read_like_the_runner(reader, position, 2)
+
+            restore(instance, backup)
+            written = [directory.add_user(base, "after.restore")] if write_before_the_reader_returns else []
+            batch = await read_past_the_outage(reader, position)
+
+            assert batch.is_snapshot
+            assert {change.dn for change in batch.changes} == {base, kept, *written}
+            assert undone not in {change.dn for change in batch.changes}
+            (kept_now,) = [change for change in batch.changes if change.dn == kept]
+            assert "description" not in kept_now.attributes
+            # As the runner does, the sync starts right after the snapshot: after a restore from
+            # a live backup the snapshot's cookie names no record (slapd made its contextCSN anew),
+            # and a write before the sync starts would cost one more, needless, snapshot.
+            await assert_quiet(reader, batch.position)
+            later = directory.add_user(base, "after.snapshot")
+            changes, _ = await read_changes(reader, batch.position, 1)
+            assert [change.dn for change in changes] == [later]
+        finally:
+            await reader.close()
+
+
+async def test_hostile_entries_are_published_or_dead_lettered(
+    kafka_broker: KafkaBroker, directories: Directories, base: str, unique_name: str, tmp_path: Path
+) -> None:
+    forest = forest_config(directories.forest_a, base, tmp_path / "password")
+    source = SourceUnderTest(forest, kafka_settings(kafka_broker, unique_name))
+    await hostile_entries_are_published_or_dead_lettered(source, Directory(directories.forest_a), base)
