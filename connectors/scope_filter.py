@@ -7,8 +7,8 @@ means for downstream, given what earlier events told it:
 - an object that matches and was published as in scope: its changes go out as they are;
 - one that matches but was not in scope: it enters scope as an ADD of its whole current state
   (read from the directory), at the position of its last change in the batch;
-- one that no longer matches but was in scope: it leaves scope as a DELETE, and its later
-  changes are dropped until it matches again;
+- one that no longer matches but was in scope: it leaves scope as a DELETE at the position of
+  its last change in the batch, and its changes are dropped until it matches again;
 - a deleted object: its DELETE goes out unless it was known to be out of scope.
 
 Scope is decided on the object's state when the batch is read, not on each intermediate state:
@@ -102,7 +102,7 @@ class FilterMemory:
                 elif index == last[object_id]:
                     published.append(replace(whole[object_id], position=change.position, changed_at=change.changed_at))
                     self._in_scope[object_id] = True
-            elif scope is not False:
+            elif scope is not False and index == last[object_id]:
                 published.append(
                     DirectoryChange(
                         forest=change.forest,

@@ -51,10 +51,10 @@ def test_changes_of_an_object_in_scope_that_still_matches_pass_as_they_are():
     assert memory.apply(batch, Answers("a")) == batch
 
 
-def test_an_object_that_stops_matching_leaves_scope_once_then_is_dropped():
+def test_an_object_that_stops_matching_leaves_scope_at_its_last_position_then_is_dropped():
     memory = after_snapshot("a")
     published = memory.apply([modify("a", "1"), modify("a", "2")], Answers())
-    assert summary(published) == [("a", ChangeOp.DELETE, "1")]
+    assert summary(published) == [("a", ChangeOp.DELETE, "2")]
     assert memory.in_scope("a") is False
     assert memory.apply([modify("a", "3")], Answers()) == []
 
