@@ -7,7 +7,9 @@ reader's position is that cookie (base64 text), so a restart resumes exactly whe
 durable batch ended. AD accepts DirSync only at a naming-context root, so the search covers
 the whole domain and results outside ``base_dn`` are dropped here. Decoding rules (adds,
 deletes, renames, ranged member values, positions) are in :mod:`connectors.ad_values`; how
-renames and moves across ``base_dn`` are told apart, in :mod:`connectors.ad_scope`.
+renames and moves across ``base_dn`` are told apart, in :mod:`connectors.ad_scope`. With
+``wake_on_change_notification``, an idle poll ends as soon as the DC notifies a change
+(:mod:`connectors.ad_notify`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from functools import partial
 from ldap3 import DEREF_NEVER, SUBTREE, Connection
 from ldap3.protocol.microsoft import dir_sync_control
 
+from connectors.ad_notify import ChangeNotifications
 from connectors.ad_scope import Publish, ScopeMemory, naming_context, raw_json
 from connectors.ad_values import (
     CookieError,
@@ -56,15 +59,28 @@ class DirSyncReader:
         self._session = LdapSession(forest)
         self._naming_context: str | None = None
         self._scope = ScopeMemory(forest.name, forest.base_dn)
+        self._notifications = ChangeNotifications(forest) if self._capture.wake_on_change_notification else None
 
     async def read(self, position: str | None) -> ReadBatch:
+        if self._notifications is not None:
+            # Lowered before the read: a change notified during it still ends the wait below.
+            self._notifications.clear()
         batch, entries = await asyncio.to_thread(self._read, position)
         if not entries:
-            await asyncio.sleep(self._capture.poll_interval_seconds)
+            await self._idle()
         return batch
 
     async def close(self) -> None:
+        if self._notifications is not None:
+            await self._notifications.close()
         await asyncio.to_thread(self._session.close)
+
+    async def _idle(self) -> None:
+        if self._notifications is None:
+            await asyncio.sleep(self._capture.poll_interval_seconds)
+            return
+        self._notifications.start(self._naming_context)
+        await self._notifications.wait(self._capture.poll_interval_seconds)
 
     def _read(self, position: str | None) -> tuple[ReadBatch, int]:
         scope = self._scope.begin(position)
