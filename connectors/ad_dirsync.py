@@ -24,7 +24,7 @@ from ldap3 import DEREF_NEVER, SUBTREE, Connection
 from ldap3.protocol.microsoft import dir_sync_control
 
 from connectors.ad_notify import ChangeNotifications
-from connectors.ad_scope import Publish, ScopeMemory, naming_context, raw_json
+from connectors.ad_scope import FilterSearch, Publish, ScopeMemory, naming_context, raw_json
 from connectors.ad_values import (
     CookieError,
     DirSyncEntry,
@@ -58,7 +58,7 @@ class DirSyncReader:
         self._capture = forest.change_capture
         self._session = LdapSession(forest)
         self._naming_context: str | None = None
-        self._scope = ScopeMemory(forest.name, forest.base_dn)
+        self._scope = ScopeMemory(forest.name, forest.base_dn, filtered=forest.filter is not None)
         self._notifications = ChangeNotifications(forest) if self._capture.wake_on_change_notification else None
 
     async def read(self, position: str | None) -> ReadBatch:
@@ -112,6 +112,7 @@ class DirSyncReader:
                         continue
                     if change is not None:
                         changes.append(change)
+            changes = scope.filtered(changes, FilterSearch(connection, self._config))
         if position is not None and not entries:
             self._scope.returned(position)
             return ReadBatch(changes=(), rejected=(), position=position), 0

@@ -8,6 +8,14 @@ kept up with each batch, to turn a rename into a MOVE and to notice objects leav
 After a restart from a stored position that memory is empty; an object renamed into scope is then
 published whole, as an ADD, and one renamed out of scope as a DELETE (harmless if it was never in
 scope: nothing downstream knows it).
+
+A forest's LDAP filter narrows the scope further (:mod:`connectors.scope_filter`): neither
+DirSync nor uSNChanged can evaluate it, so after each batch the DC is asked which of the batch's
+objects match now (:class:`FilterSearch`), and objects enter and leave scope accordingly. The
+snapshot starts from "nothing matches", so it keeps exactly the matching objects.
+
+Neither source names the account that made a change, so writer accounts cannot be recognised
+here: idsync's own entries in AD are recognised by their ``idsyncAnchor`` marker.
 """
 
 from __future__ import annotations
@@ -16,15 +24,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
-from ldap3 import BASE, Connection
+from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 
 from connectors.accesslog import attribute_value, within
-from connectors.ad_values import DirSyncEntry, same_dn, to_change
+from connectors.ad_values import DirSyncEntry, guid_filter, parse_entry, same_dn, to_change
+from connectors.scope_filter import FilterLookup, FilterMemory
 from streams.contracts import PermanentError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
+from streams.topology import Forest
 
 # How a reader turns an entry into its event, given where the object was last seen in scope.
 Publish = Callable[[DirSyncEntry, "str | None"], DirectoryChange]
+# Objects asked about per search: keeps the filter well inside servers' request size limits.
+_LOOKUP_CHUNK = 100
 
 
 @dataclass(slots=True)
@@ -38,6 +50,12 @@ class ScopeBatch:
     known: dict[str, str] = field(default_factory=dict)
     # DirSync names the object class only when it first sends an object; every event states it.
     kinds: dict[str, ObjectKind] = field(default_factory=dict)
+    # Which objects match the forest's filter; None without a filter.
+    matches: FilterMemory | None = None
+
+    def filtered(self, changes: list[DirectoryChange], directory: FilterLookup) -> list[DirectoryChange]:
+        """The batch's changes seen through the forest's filter (all of them without one)."""
+        return changes if self.matches is None else self.matches.apply(changes, directory)
 
     def change(
         self,
@@ -126,11 +144,13 @@ class ScopeBatch:
 class ScopeMemory:
     """The DN of every object in scope as of the position a reader last returned."""
 
-    def __init__(self, forest: str, base_dn: str) -> None:
+    def __init__(self, forest: str, base_dn: str, *, filtered: bool = False) -> None:
         self._forest = forest
         self._base_dn = base_dn
         self._known: dict[str, str] = {}
         self._kinds: dict[str, ObjectKind] = {}
+        self._filtered = filtered
+        self._matches = FilterMemory() if filtered else None
         # True when _known holds every object in scope (built from a snapshot in this process).
         self._complete = False
         self._returned: str | None = None
@@ -140,6 +160,10 @@ class ScopeMemory:
             # A snapshot, or not a continuation of our own last batch (start, or a retry after
             # a failed publish): what was learnt from unpublished batches must not be used.
             self._known, self._kinds, self._complete = {}, {}, False
+            self._matches = FilterMemory() if self._filtered else None
+        matches = self._matches.copy() if self._matches is not None else None
+        if matches is not None and position is None:
+            matches.learn_snapshot([])  # the snapshot keeps what the filter matches, nothing else
         return ScopeBatch(
             forest=self._forest,
             base_dn=self._base_dn,
@@ -147,14 +171,53 @@ class ScopeMemory:
             complete=self._complete,
             known=dict(self._known),
             kinds=dict(self._kinds),
+            matches=matches,
         )
 
     def returned(self, position: str, batch: ScopeBatch | None = None) -> None:
         """The reader returns `position`; with the batch that led there, whose memory it keeps."""
         if batch is not None:
-            self._known, self._kinds = batch.known, batch.kinds
+            self._known, self._kinds, self._matches = batch.known, batch.kinds, batch.matches
             self._complete = self._complete or batch.snapshot
         self._returned = position
+
+
+class FilterSearch:
+    """The DC's answers to the forest filter's questions, objects named by objectGUID."""
+
+    def __init__(self, connection: Connection, forest: Forest) -> None:
+        self._connection = connection
+        self._forest = forest
+
+    def matching(self, object_ids: Sequence[str]) -> set[str]:
+        return {entry.object_id for entry in self._search(object_ids, ["objectGUID"])}
+
+    def matching_whole(self, object_ids: Sequence[str]) -> dict[str, DirectoryChange]:
+        """Read whole (whenCreated included), each is an ADD; its position is the caller's to set."""
+        return {
+            entry.object_id: to_change(self._forest.name, entry, position="", changed_at="")
+            for entry in self._search(object_ids, ["*"])
+        }
+
+    def _search(self, object_ids: Sequence[str], attributes: list[str]) -> list[DirSyncEntry]:
+        found = []
+        for chunk in range(0, len(object_ids), _LOOKUP_CHUNK):
+            wanted = "".join(guid_filter(i) for i in object_ids[chunk : chunk + _LOOKUP_CHUNK])
+            entries = self._connection.extend.standard.paged_search(
+                self._forest.base_dn,
+                f"(&(|{wanted}){self._forest.filter})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=attributes,
+                paged_size=_LOOKUP_CHUNK,
+                generator=False,
+            )
+            found += [
+                parse_entry(entry["dn"], entry["raw_attributes"])
+                for entry in entries
+                if entry.get("type") == "searchResEntry"
+            ]
+        return found
 
 
 def naming_context(connection: Connection, forest: str, base_dn: str) -> str:

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from ldap3 import BASE, DEREF_NEVER, LEVEL, SUBTREE, Connection
 from ldap3.protocol.microsoft import show_deleted_control
 
-from connectors.ad_scope import ScopeBatch, ScopeMemory, naming_context, raw_json
+from connectors.ad_scope import FilterSearch, ScopeBatch, ScopeMemory, naming_context, raw_json
 from connectors.ad_values import (
     DirSyncEntry,
     EntryError,
@@ -81,7 +81,7 @@ class UsnPollReader:
         self._capture = forest.change_capture
         self._session = LdapSession(forest)
         self._naming_context: str | None = None
-        self._scope = ScopeMemory(forest.name, forest.base_dn)
+        self._scope = ScopeMemory(forest.name, forest.base_dn, filtered=forest.filter is not None)
         # Every attribute name this reader has published: a MOVE clears those its entry lacks.
         # Only ever grows, so a retried batch still finds a superset of what the metaverse holds.
         self._published: set[str] = set()
@@ -113,6 +113,10 @@ class UsnPollReader:
             self._scope.returned(position)
             return ReadBatch(changes=(), rejected=(), position=position), 0
         changes, rejected, top = self._decode(scope, found, since=low, ceiling=high)
+        with self._session.connection() as connection:
+            changes = scope.filtered(changes, FilterSearch(connection, self._config))
+        # An object entering scope is published whole: what a later MOVE must be able to clear.
+        self._published.update(name.lower() for change in changes for name in change.attributes)
         # A snapshot covers every change up to the USN read before it; a poll, what it returned.
         returned = usn_position(highest if position is None else top)
         self._scope.returned(returned, scope)
