@@ -21,7 +21,9 @@ from typing import Mapping, Sequence
 
 import orjson
 from ldap3 import DEREF_NEVER, SUBTREE
+from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
 
 from connectors.accesslog import RecordError, attribute_value, decode_record, within
 from connectors.ldap_session import LdapSession
@@ -239,7 +241,7 @@ class WriterAccounts:
     or an entry's creatorsName names them. Few accounts write, so each answer is remembered."""
 
     def __init__(self, accounts: Sequence[str]) -> None:
-        self._accounts = tuple(accounts)
+        self._accounts = {key for account in accounts if (key := _dn_key(account)) is not None}
         self._answers: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
@@ -252,8 +254,16 @@ class WriterAccounts:
         answer = self._answers.get(value)
         if answer is None:
             dn = value[3:] if value[:3].lower() == "dn:" else value
-            answer = self._answers[value] = any(within(dn, account) and within(account, dn) for account in self._accounts)
+            answer = self._answers[value] = _dn_key(dn) in self._accounts
         return answer
+
+
+def _dn_key(dn: str) -> tuple[tuple[str, str], ...] | None:
+    """A DN in comparable form (types and values case-folded, spaces around separators gone)."""
+    try:
+        return tuple((name.lower(), value.lower()) for name, value, _ in parse_dn(dn, strip=True))
+    except LDAPInvalidDnError:
+        return None
 
 
 def id_of(entry: dict) -> str:

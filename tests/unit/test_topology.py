@@ -423,3 +423,67 @@ def test_object_kinds_default_to_people_groups_and_contacts_and_are_checked():
     data["forests"][1]["object_kinds"] = ["user", "printer"]
     with pytest.raises(TopologyError, match=r"forests\[1\]\.object_kinds\[1\]: unknown kind 'printer'"):
         parse_topology(data)
+
+
+@pytest.mark.parametrize(
+    "ldap_filter",
+    ["(employeeType=staff)", "(!(userAccountControl:1.2.840.113556.1.4.803:=2))",
+     "(&(objectClass=user)(|(department=Sales)(department=HR))(!(cn=svc-*)))", "(cn=Smith \\28Jr\\29)",
+     "(:dn:2.4.6.8.10:=Dino)", "(mail;lang-en=*)"],
+)
+def test_a_forest_filter_is_kept_as_written(ldap_filter):
+    assert parse_topology(config(**{"forests.1.filter": ldap_filter})).forest("forest-a").filter == ldap_filter
+    assert parse_topology(MINIMAL).forest("forest-a").filter is None
+
+
+@pytest.mark.parametrize(
+    ("ldap_filter", "message"),
+    [
+        ("employeeType=staff", "must be enclosed in parentheses, e.g. (employeeType=staff)"),
+        ("(&(employeeType=staff)(mail=*)", "unbalanced parentheses (3 '(' and 2 ')'"),
+        ("(cn=Smith (Jr))", "not a valid LDAP filter (malformed filter)"),
+        ("(employeeType=staff)(mail=*)", "not a valid LDAP filter (missing boolean operator in filter)"),
+        ("(!(a=b)(c=d))", "not a valid LDAP filter (NOT (!) clause in filter cannot be multiple)"),
+        ("(|)", "not a valid LDAP filter"),
+        ("(employeeType)", "not a valid LDAP filter"),
+        ("(=staff)", "an assertion names no attribute"),
+        ("(employee type=staff)", "'employee type' is not an attribute name or OID"),
+        ("(cn=a\\zz)", "'\\' must be followed by two hex digits (RFC 4515), at position 5"),
+        (7, "expected a string, got an integer"),
+    ],
+)
+def test_a_bad_forest_filter_is_reported_at_its_key(ldap_filter, message):
+    reported = errors(config(**{"forests.1.filter": ldap_filter}))
+    assert [e for e in reported if e.startswith("forests[1].filter: ") and message in e], reported
+
+
+def test_writer_accounts_default_to_the_central_forests_bind_dn_and_may_be_listed():
+    topology = parse_topology(MINIMAL)
+    assert topology.central.change_capture.writer_accounts == ("cn=admin,dc=central,dc=idsync,dc=test",)
+    assert topology.forest("forest-a").change_capture.writer_accounts == ()
+    listed = ["cn=idsync-writer,ou=services,dc=forest-a,dc=idsync,dc=test", "cn=hr-feed,dc=forest-a,dc=idsync,dc=test"]
+    topology = parse_topology(config(**{"forests.1.change_capture": {"writer_accounts": listed},
+                                        "forests.0.change_capture": {"writer_accounts": []}}))
+    assert topology.forest("forest-a").change_capture.writer_accounts == tuple(listed)
+    assert topology.central.change_capture.writer_accounts == ()
+
+
+@pytest.mark.parametrize(
+    ("capture", "path", "message"),
+    [
+        ({"writer_accounts": "cn=writer,dc=a"}, "writer_accounts", "expected a list of DNs, got a string"),
+        ({"writer_accounts": ["cn=writer,,dc=a"]}, "writer_accounts[0]", "not a valid DN"),
+        ({"writer_accounts": [7]}, "writer_accounts[0]", "expected a DN, got an integer"),
+        ({"mode": "ad-dirsync", "writer_accounts": ["cn=writer,dc=a"]}, "writer_accounts",
+         "ad-dirsync cannot tell who made a change; idsync's own entries are recognised by their idsyncAnchor"),
+        ({"mode": "ad-usn-poll", "writer_accounts": []}, "writer_accounts", "ad-usn-poll cannot tell who made"),
+    ],
+)
+def test_bad_writer_accounts_are_reported_at_their_key(capture, path, message):
+    reported = errors(config(**{"forests.1.change_capture": capture}))
+    assert [e for e in reported if e.startswith(f"forests[1].change_capture.{path}: ") and message in e], reported
+
+
+def test_an_ad_central_forest_has_no_writer_accounts_by_default():
+    topology = parse_topology(config(**{"forests.0.change_capture": {"mode": "ad-dirsync"}}))
+    assert topology.central.change_capture.writer_accounts == ()
