@@ -134,7 +134,9 @@ class ForestScope:
             for entry in self._entries(object_ids, ["objectClass", "entryUUID"])
         }
 
-    def _entries(self, object_ids: Sequence[str], attributes: list[str], *, matching_filter: bool = False) -> list[dict]:
+    def _entries(
+        self, object_ids: Sequence[str], attributes: list[str], *, matching_filter: bool = False
+    ) -> list[dict]:
         """The entries under base_dn with these entryUUIDs (and matching the forest's filter if
         asked), many per search."""
         found = []

@@ -391,7 +391,8 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
     elif role == "user" and not sec.given("contacts_ou"):
         sec.error("contacts_ou", "required for a user forest: the OU of the central forest receiving its contacts")
     capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base",
-                                           "reconcile_interval_seconds", "writer_accounts", "wake_on_change_notification"))
+                                           "reconcile_interval_seconds", "wake_on_change_notification",
+                                           "writer_accounts"))
     mode = capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES))
     return Forest(
         name=name,

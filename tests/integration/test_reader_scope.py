@@ -139,7 +139,8 @@ async def test_objects_enter_change_and_leave_scope_and_nothing_out_of_scope_is_
     dan = directory.add_user(base, "dan", employeeType="staff")
     arrived = f"uid=visitor,{base}"
     changes, position = await read_until(reader, position, lambda seen: bool(of(seen, dan) and of(seen, arrived)))
-    assert sorted((change.dn, change.op) for change in changes) == sorted([(dan, ChangeOp.ADD), (arrived, ChangeOp.ADD)])
+    assert sorted((change.dn, change.op) for change in changes) == sorted([(dan, ChangeOp.ADD),
+                                                                           (arrived, ChangeOp.ADD)])
     assert of(changes, arrived)[0].attributes["employeeType"] == ("staff",)
 
 
