@@ -18,6 +18,7 @@ import pytest
 
 from connectors.ad_values import escape_rdn_value
 from idsync.rig.samba import AddressClaim, SambaDC, claim_loopback_address
+from tests.integration.ad.reader_harness import ReaderDeployment, deploy_reader
 
 USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
 
@@ -99,3 +100,15 @@ class Directory:
 def alpha(ad_forests: AdForests, unique_name: str) -> Iterator[Directory]:
     with ad_forests.alpha.admin_connection(raise_exceptions=True) as connection:
         yield Directory(ad_forests.alpha, connection, unique_name)
+
+
+@pytest.fixture
+def reader(kafka_broker, ad_forests: AdForests, alpha: Directory, unique_name: str, tmp_path, mode: str) -> Iterator[ReaderDeployment]:
+    """A reader process of `mode` (the test's parameter) for alpha's test OU; stopped afterwards."""
+    deployment = deploy_reader(
+        tmp_path / "reader", unique_name, kafka_broker, alpha.dc, ad_forests.beta, base_dn=alpha.ou, mode=mode
+    )
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
