@@ -13,6 +13,7 @@ drops what it has seen (same position).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -22,8 +23,10 @@ from ldap3.utils.conv import escape_filter_chars
 from connectors.accesslog import position_at, position_minus
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap_session import LdapSession
-from streams.contracts import ReadBatch, RejectedRecord
+from streams.contracts import ReadBatch, RejectedRecord, RetriableError
 from streams.topology import Forest
+
+log = logging.getLogger(__name__)
 
 
 class AccesslogPollReader:
@@ -40,9 +43,14 @@ class AccesslogPollReader:
         self._next_recheck = 0.0
 
     async def read(self, position: str | None) -> ReadBatch:
-        if position is None:
+        if position is None or await asyncio.to_thread(self._log_lost, position):
             return await asyncio.to_thread(self._snapshot)
-        batch = await asyncio.to_thread(self._poll, position)
+        try:
+            batch = await asyncio.to_thread(self._poll, position)
+        except RetriableError:
+            # The directory may come back restored from a backup: check the position then.
+            self._returned_up_to = None
+            raise
         if not batch.changes and not batch.rejected:
             await asyncio.sleep(self._capture.poll_interval_seconds)
         return batch
@@ -75,6 +83,24 @@ class AccesslogPollReader:
                 changes.append(outcome)
         self._returned_up_to = newest
         return ReadBatch(changes=tuple(self._scope.publishable(changes)), rejected=tuple(rejected), position=newest)
+
+    def _log_lost(self, position: str) -> bool:
+        """Whether the log no longer holds the record `position` names: the directory was
+        restored from a backup taken before it (what was published since is undone), or the log
+        was purged past it (changes after it may be gone unread). Only a snapshot is sure then.
+        Checked when a read does not continue the last one; a snapshot's position (a whole
+        second) names no record."""
+        if position == self._returned_up_to or position.endswith(".000000Z"):
+            return False
+        if self._search(f"(reqStart={escape_filter_chars(position)})", ["reqStart"]):
+            return False
+        log.warning(
+            "accesslog lacks the reader's position (restored from a backup, or purged past it?), "
+            "starting over with a snapshot forest=%s position=%s",
+            self.forest,
+            position,
+        )
+        return True
 
     def _late_records(self, position: str) -> list[tuple[str, dict]]:
         """Records of the overlap window before `position` that were not returned yet."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,14 +107,15 @@ async def read_changes(
     return changes, position
 
 
-async def read_like_the_runner(
-    reader: ChangeReader, position: str, count: int, *, timeout: float = 10
+async def read_until(
+    reader: ChangeReader, position: str, done: Callable[[list[DirectoryChange]], bool], *, timeout: float = 10
 ) -> tuple[list[DirectoryChange], str]:
-    """As the source runner: a RetriableError means wait a little and read from the same position."""
+    """Reads as the source runner does (a RetriableError means wait a little and read from the
+    same position) until `done` holds for what was read."""
     changes: list[DirectoryChange] = []
     deadline = time.monotonic() + timeout
-    while len(changes) < count:
-        assert time.monotonic() < deadline, f"{len(changes)} of {count} changes within {timeout}s"
+    while not done(changes):
+        assert time.monotonic() < deadline, f"not done within {timeout}s: {changes}"
         try:
             batch = await reader.read(position)
         except RetriableError:
@@ -122,6 +124,17 @@ async def read_like_the_runner(
         changes.extend(batch.changes)
         position = batch.position
     return changes, position
+
+
+async def read_like_the_runner(
+    reader: ChangeReader, position: str, count: int, *, timeout: float = 10
+) -> tuple[list[DirectoryChange], str]:
+    """At least `count` changes, read as the source runner does."""
+    return await read_until(reader, position, lambda changes: len(changes) >= count, timeout=timeout)
+
+
+def has_dns(*dns: str) -> Callable[[list[DirectoryChange]], bool]:
+    return lambda changes: set(dns) <= {change.dn for change in changes}
 
 
 async def read_past_the_outage(reader: ChangeReader, position: str, *, timeout: float = 10) -> ReadBatch:
@@ -243,6 +256,55 @@ async def every_kind_of_change_once_in_order(reader: ChangeReader, directory: Di
     assert [c.kind for c in changes] == [user, user, user, group, group, group, user, other, user, user, user, user]
 
 
+async def burst_from_concurrent_writers_each_change_once(reader: ChangeReader, instance: SlapdInstance, base: str) -> None:
+    """2,000 modifies from 4 writers at once: each read once, each object's in the order made
+    (a write that began earlier can commit after a later one)."""
+    directory = Directory(instance)
+    writers, per_writer = 4, 500
+    users = [directory.add_user(base, f"burst.{n}") for n in range(writers)]
+    position = await past_snapshot(reader, await reader.read(None))
+    failures: list[BaseException] = []
+
+    def write(user: str) -> None:
+        try:
+            with directory.connection() as connection:
+                for n in range(per_writer):
+                    connection.modify(user, {"description": [(ldap3.MODIFY_REPLACE, [str(n)])]})
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    try:
+        changes, position = await read_changes(reader, position, writers * per_writer, timeout=30)
+    finally:
+        for thread in threads:
+            thread.join()
+    assert not failures
+    await assert_quiet(reader, position)
+
+    assert len(changes) == writers * per_writer
+    assert len({c.position for c in changes}) == len(changes)  # none twice
+    values: dict[str, list[int]] = {user: [] for user in users}
+    for change in changes:
+        assert change.op is ChangeOp.MODIFY
+        (modification,) = change.modifications
+        values[change.dn].append(int(modification.values[0]))
+    disorder = {user: _first_disorder(seen) for user, seen in values.items() if seen != list(range(per_writer))}
+    if disorder:
+        raise OutOfOrder(f"changes of one object out of order (index, values around it): {disorder}")
+
+
+class OutOfOrder(AssertionError):
+    """An object's changes were read in another order than they were made."""
+
+
+def _first_disorder(values: list[int]) -> tuple[int, list[int]]:
+    index = next(i for i, value in enumerate(values) if value != i)
+    return index, values[max(0, index - 3) : index + 3]
+
+
 # --- a SourceRunner publishing to real topics -------------------------------------------------
 
 
@@ -291,25 +353,21 @@ class SourceUnderTest:
     async def running(self) -> AsyncIterator[SourceUnderTest]:
         """The runner runs inside the block and is cancelled when it is left."""
         await ensure_topics(self.kafka)
-        producer = producer_for(self.kafka)
-        reader = make_reader(self.forest)
-        await producer.start()
-        await self._consumer.start()
-        try:
+        async with contextlib.AsyncExitStack() as cleanup:
+            await self._consumer.start()
+            cleanup.push_async_callback(self._consumer.stop)
+            producer = producer_for(self.kafka)
+            await producer.start()
+            cleanup.push_async_callback(producer.stop)
+            reader = make_reader(self.forest)
+            cleanup.push_async_callback(reader.close)
             positions = PositionStore(producer, bootstrap_servers=self.kafka.bootstrap_servers, topic=self.kafka.topics.positions)
             runner = SourceRunner(
                 reader, producer=producer, positions=positions, topics=self.kafka.topics, kinds=self.forest.object_kinds
             )
             self._runner = asyncio.create_task(runner.run())
+            cleanup.push_async_callback(_cancelled, self._runner)
             yield self
-        finally:
-            if self._runner is not None:
-                self._runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._runner
-            await reader.close()
-            await producer.stop()
-            await self._consumer.stop()
 
     async def wait(self, condition: Callable[[Published], bool], *, timeout: float = 30, what: str) -> Published:
         deadline = time.monotonic() + timeout
@@ -332,6 +390,12 @@ class SourceUnderTest:
             self.published.changes.append(event)
         elif isinstance(event, SnapshotMarker) and event.phase is SnapshotPhase.END:
             self.published.snapshots_ended += 1
+
+
+async def _cancelled(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def snapshot_done(published: Published) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.integration.readers import (
     Directory,
     SourceUnderTest,
     assert_quiet,
+    burst_from_concurrent_writers_each_change_once,
     every_kind_of_change_once_in_order,
     hostile_entries_are_published_or_dead_lettered,
     kafka_settings,
@@ -161,40 +161,7 @@ async def read_until_failure(reader: AccesslogSyncReader, position: str) -> None
 async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
     reader: AccesslogSyncReader, directories: Directories, base: str
 ) -> None:
-    directory = Directory(directories.forest_a)
-    writers, per_writer = 4, 500
-    users = [directory.add_user(base, f"burst.{n}") for n in range(writers)]
-    position = (await reader.read(None)).position
-    failures: list[BaseException] = []
-
-    def write(user: str) -> None:
-        try:
-            with directories.forest_a.admin_connection(raise_exceptions=True) as connection:
-                for n in range(per_writer):
-                    connection.modify(user, {"description": [(ldap3.MODIFY_REPLACE, [str(n)])]})
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=write, args=(user,)) for user in users]
-    for thread in threads:
-        thread.start()
-    try:
-        changes, position = await read_changes(reader, position, writers * per_writer, timeout=30)
-    finally:
-        for thread in threads:
-            thread.join()
-    assert not failures
-    await assert_quiet(reader, position)
-
-    assert len(changes) == writers * per_writer
-    assert len({c.position for c in changes}) == len(changes)  # none twice
-    values = {user: [] for user in users}
-    for change in changes:
-        assert change.op is ChangeOp.MODIFY
-        (modification,) = change.modifications
-        values[change.dn].append(int(modification.values[0]))
-    # Each object's changes in the order they were made.
-    assert all(seen == list(range(per_writer)) for seen in values.values()), Counter(map(len, values.values()))
+    await burst_from_concurrent_writers_each_change_once(reader, directories.forest_a, base)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,192 @@
+"""The accesslog polling reader against real slapd: each change once and in order, concurrent
+writers, resuming, outages, a restored directory, hostile entries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from connectors.ldap_accesslog import AccesslogPollReader
+from idsync.rig import KafkaBroker, SlapdInstance
+from idsync.rig.forests import reader_forest
+from streams.contracts import RetriableError
+from streams.events import ChangeOp, DirectoryChange
+from streams.topology import Forest
+from tests.conftest import Directories
+from tests.integration.readers import (
+    Directory,
+    OutOfOrder,
+    SourceUnderTest,
+    assert_quiet,
+    burst_from_concurrent_writers_each_change_once,
+    every_kind_of_change_once_in_order,
+    has_dns,
+    hostile_entries_are_published_or_dead_lettered,
+    kafka_settings,
+    past_snapshot,
+    private_slapd,
+    read_changes,
+    read_like_the_runner,
+    read_until,
+    read_past_the_outage,
+    restorable_backup,
+    restore,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path) -> Forest:
+    return reader_forest(
+        instance, base_dn, password_file, name=instance.name.replace("_", "-"), mode="accesslog-poll", poll_interval_seconds=0.05
+    )
+
+
+def after(position: str, changes: list[DirectoryChange]) -> list[tuple[ChangeOp, str]]:
+    """The changes made after `position`, each once. A reader that does not continue its own
+    last read (new, or after an outage) reads the overlap window before its position again:
+    what comes again carries the position it was published with, and downstream drops it."""
+    later = [change for change in changes if change.position > position]
+    assert len({change.position for change in later}) == len(later), "a change after the position read twice"
+    return [(change.op, change.dn) for change in later]
+
+
+@pytest.fixture
+async def reader(directories: Directories, base: str, tmp_path: Path) -> AsyncIterator[AccesslogPollReader]:
+    reader = AccesslogPollReader(forest_config(directories.forest_a, base, tmp_path / "password"))
+    try:
+        yield reader
+    finally:
+        await reader.close()
+
+
+async def test_snapshot_then_every_kind_of_change_once_in_order(
+    reader: AccesslogPollReader, directories: Directories, base: str, unique_name: str
+) -> None:
+    outside = f"ou={unique_name}-outside,{directories.forest_a.suffix}"
+    await every_kind_of_change_once_in_order(reader, Directory(directories.forest_a), base, outside)
+
+
+# Known bug: positions are reqStart (when a write arrived), but writes commit in another order.
+# A forward poll from the newest reqStart skips a write of object O still in flight; the same
+# writer's next write of O (newer reqStart) is read first, the skipped one only by the overlap
+# re-check. The metaverse then drops it as older than what it has: that change of O is lost.
+# Reading in commit order (the log entries' entryCSN up to the log's contextCSN, as syncprov
+# does for the push reader) would fix it; the push reader passes this same test.
+@pytest.mark.xfail(raises=OutOfOrder, strict=True, reason="late records break per-object order (see above)")
+async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
+    reader: AccesslogPollReader, directories: Directories, base: str
+) -> None:
+    await burst_from_concurrent_writers_each_change_once(reader, directories.forest_a, base)
+
+
+async def test_a_new_reader_resumes_from_a_returned_position(directories: Directories, base: str, tmp_path: Path) -> None:
+    directory = Directory(directories.forest_a)
+    forest = forest_config(directories.forest_a, base, tmp_path / "password")
+    first = AccesslogPollReader(forest)
+    try:
+        position = await past_snapshot(first, await first.read(None))
+        seen = directory.add_user(base, "seen")
+        changes, position = await read_changes(first, position, 1)
+        assert [c.dn for c in changes] == [seen]
+    finally:
+        await first.close()
+
+    missed = [directory.add_user(base, f"while.closed.{n}") for n in range(3)]
+    directory.modify(seen, {"description": [(ldap3.MODIFY_REPLACE, ["changed while closed"])]})
+    second = AccesslogPollReader(forest)
+    try:
+        changes, resumed = await read_until(second, position, has_dns(*missed, seen), timeout=10)
+        await assert_quiet(second, resumed)
+    finally:
+        await second.close()
+    assert after(position, changes) == [(ChangeOp.ADD, dn) for dn in missed] + [(ChangeOp.MODIFY, seen)]
+
+
+async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path: Path) -> None:
+    with private_slapd(tmp_path) as instance:
+        directory = Directory(instance)
+        base = f"ou=people,{instance.suffix}"
+        reader = AccesslogPollReader(forest_config(instance, base, tmp_path / "password"))
+        try:
+            position = await past_snapshot(reader, await reader.read(None))
+            unread = directory.add_user(base, "unread.before.stop")
+            instance.stop()
+            with pytest.raises(RetriableError):
+                await reader.read(position)
+            with pytest.raises(RetriableError):  # reconnecting while the server is down
+                await reader.read(position)
+
+            instance.start()
+            written = [directory.add_user(base, f"after.restart.{n}") for n in range(2)]
+            changes, resumed = await read_until(reader, position, has_dns(unread, *written))
+            await assert_quiet(reader, resumed)
+        finally:
+            await reader.close()
+    assert after(position, changes) == [(ChangeOp.ADD, dn) for dn in (unread, *written)]
+
+
+async def test_a_position_the_log_no_longer_holds_starts_over_with_a_snapshot(
+    reader: AccesslogPollReader, directories: Directories, base: str
+) -> None:
+    directory = Directory(directories.forest_a)
+    user = directory.add_user(base, "survivor")
+
+    # Older than anything the log still holds, as after a week-long outage with logpurge 7 days.
+    batch = await reader.read("20000101000000.123456Z")
+    assert batch.is_snapshot and {c.dn for c in batch.changes} == {base, user}
+
+    position = await past_snapshot(reader, batch)
+    later = directory.add_user(base, "after.snapshot")
+    changes, _ = await read_changes(reader, position, 1)
+    assert [c.dn for c in changes] == [later]
+
+
+@pytest.mark.parametrize(
+    ("backup_while_running", "write_before_the_reader_returns"),
+    [(True, False), (False, False), (True, True)],
+    ids=["live-backup", "offline-backup", "live-backup-then-a-write"],
+)
+async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
+    tmp_path: Path, backup_while_running: bool, write_before_the_reader_returns: bool
+) -> None:
+    # Positions are times: a write after the restore is newer than the position and would be
+    # read as if nothing happened; what the restore undid would stay published.
+    with private_slapd(tmp_path) as instance:
+        directory = Directory(instance)
+        base = f"ou=people,{instance.suffix}"
+        kept = directory.add_user(base, "kept")
+        reader = AccesslogPollReader(forest_config(instance, base, tmp_path / "password"))
+        try:
+            position = await past_snapshot(reader, await reader.read(None))
+            backup = restorable_backup(instance, tmp_path / "backup", while_running=backup_while_running)
+            undone = directory.add_user(base, "added.after.the.backup")
+            directory.modify(kept, {"description": [(ldap3.MODIFY_REPLACE, ["after the backup"])]})
+            _, position = await read_like_the_runner(reader, position, 2)
+
+            restore(instance, backup)
+            written = [directory.add_user(base, "after.restore")] if write_before_the_reader_returns else []
+            batch = await read_past_the_outage(reader, position)
+
+            assert batch.is_snapshot
+            assert {change.dn for change in batch.changes} == {base, kept, *written}
+            assert undone not in {change.dn for change in batch.changes}
+            (kept_now,) = [change for change in batch.changes if change.dn == kept]
+            assert "description" not in kept_now.attributes
+            position = await past_snapshot(reader, batch)
+            later = directory.add_user(base, "after.snapshot")
+            changes, _ = await read_changes(reader, position, 1)
+            assert [change.dn for change in changes] == [later]
+        finally:
+            await reader.close()
+
+
+async def test_hostile_entries_are_published_or_dead_lettered(
+    kafka_broker: KafkaBroker, directories: Directories, base: str, unique_name: str, tmp_path: Path
+) -> None:
+    forest = forest_config(directories.forest_a, base, tmp_path / "password")
+    source = SourceUnderTest(forest, kafka_settings(kafka_broker, unique_name))
+    await hostile_entries_are_published_or_dead_lettered(source, Directory(directories.forest_a), base)
