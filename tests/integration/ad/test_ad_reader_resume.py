@@ -113,3 +113,26 @@ def test_kill_during_a_burst_of_2000_changes_then_restart_loses_none(
         assert int(events[-1].position) >= item["usn"], f"{item['dn']}: newest event before its last change"
     print(f"\n{mode}: killed at usn {killed_at} of {before}..{last}; "
           f"events={sum(map(len, published.values()))} objects={len(directory)}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_reader_rides_out_a_restart_of_its_dc(alpha: Directory, reader: ReaderDeployment, mode: str) -> None:
+    reader.start()
+    eventually(lambda: reader.stored_usn() is not None, timeout=60, what="the snapshot's stored position")
+    before = alpha.add_user("Before Outage", displayName="Before Outage")
+    alpha.connection.unbind()
+    alpha.dc.stop()
+    try:
+        # The RetriableError's text (connectors.ldap_session), whatever the runner's log line around it.
+        eventually(lambda: "forest alpha: LDAP" in reader.log_text, timeout=30, what="the reader noticing")
+    finally:
+        alpha.dc.start()
+    alpha.connection.bind()
+    after = alpha.add_user("After Outage", displayName="After Outage")
+
+    def published() -> list[str]:
+        return [c.dn for c in reader.changes() if c.snapshot_id is None]
+
+    eventually(lambda: after in published(), timeout=60, what="the change made after the DC came back")
+    assert reader.running, f"the reader process ended:\n{reader.log_text[-3000:]}"
+    assert sorted(published()) == sorted([before, after]), "each change published exactly once"
