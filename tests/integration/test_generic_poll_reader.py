@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,17 @@ from streams.events import ChangeOp, DirectoryChange
 from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.gal import deploy, eventually
-from tests.integration.test_syncrepl_reader import Directory
+from tests.integration.readers import (
+    Directory,
+    SourceUnderTest,
+    hostile_entries_are_published_or_dead_lettered,
+    kafka_settings,
+    past_snapshot,
+    private_slapd,
+    read_past_the_outage,
+    restorable_backup,
+    restore,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,15 +64,6 @@ async def poll_until(reader: GenericPollReader, position: str, dns: set[str], *,
         changes.extend(batch.changes)
         position = batch.position
     return changes, position
-
-
-async def past_snapshot(reader: GenericPollReader, snapshot: ReadBatch) -> str:
-    """The first poll after a snapshot publishes again what changed in the overlap window before
-    it (harmless: the metaverse already has that state); returns the position after that poll."""
-    batch = await reader.read(snapshot.position)
-    assert not batch.is_snapshot
-    assert {change.object_id for change in batch.changes} <= {change.object_id for change in snapshot.changes}
-    return batch.position
 
 
 async def assert_quiet(reader: GenericPollReader, position: str) -> None:
@@ -178,16 +178,15 @@ async def test_resume_from_a_returned_position_sees_what_changed_while_closed(
 
 
 async def test_slapd_stopped_raises_retriable_then_resumes(tmp_path: Path) -> None:
-    # A slapd of its own: stopping the shared forests would disturb whatever else holds them.
-    instance = SlapdInstance(
-        tmp_path / "slapd", name="outage", suffix="dc=outage,dc=idsync,dc=test", admin_password=secrets.token_urlsafe(16)
-    ).start()
+    with private_slapd(tmp_path) as instance:
+        await _outage_then_resume(instance, tmp_path)
+
+
+async def _outage_then_resume(instance: SlapdInstance, tmp_path: Path) -> None:
     directory = Directory(instance)
     base = f"ou=people,{instance.suffix}"
     reader = GenericPollReader(forest_config(instance, base, tmp_path / "password", reconcile=NO_RECONCILE))
     try:
-        with instance.admin_connection(raise_exceptions=True) as connection:
-            ensure_ou(connection, base)
         position = await past_snapshot(reader, await reader.read(None))
         unread = directory.add_user(base, "unread.before.stop")
 
@@ -206,7 +205,6 @@ async def test_slapd_stopped_raises_retriable_then_resumes(tmp_path: Path) -> No
         await assert_quiet(reader, position)
     finally:
         await reader.close()
-        instance.stop()
 
 
 async def test_without_entrycsn_two_writes_within_one_second_are_both_seen(
@@ -248,3 +246,42 @@ def test_gal_with_a_generic_poll_forest_adds_contacts_and_deletes_them_by_reconc
         eventually(lambda: contact_dn not in gal.contacts("forest_a"), timeout=15, what="contact deleted")
     finally:
         gal.stop_workers()
+
+
+@pytest.mark.parametrize("backup_while_running", [True, False], ids=["live-backup", "offline-backup"])
+async def test_a_directory_restored_from_a_backup_is_put_right_by_a_later_reconcile(
+    tmp_path: Path, backup_while_running: bool
+) -> None:
+    """Polls cannot see what a restore undid (the restored entries carry their old stamps), and
+    the watermark stays where it was, so nothing published goes backwards; the first reconcile
+    dated after the undone writes has the restored state, and the metaverse sweeps what it lacks."""
+    with private_slapd(tmp_path) as instance:
+        directory = Directory(instance)
+        base = f"ou=people,{instance.suffix}"
+        kept = directory.add_user(base, "kept")
+        reader = GenericPollReader(forest_config(instance, base, tmp_path / "password", reconcile=2.0))
+        try:
+            position = await past_snapshot(reader, await reader.read(None))
+            backup = restorable_backup(instance, tmp_path / "backup", while_running=backup_while_running)
+            undone = directory.add_user(base, "added.after.the.backup")
+            directory.modify(kept, {"description": [(ldap3.MODIFY_REPLACE, ["after the backup"])]})
+            polled, position = await poll_until(reader, position, {undone, kept})
+            restore(instance, backup)
+
+            newest = max(change.position for change in polled)
+            batch = await read_past_the_outage(reader, position, timeout=15)
+            while not (batch.is_snapshot and batch.changes[0].position > newest):
+                batch = await read_past_the_outage(reader, batch.position, timeout=15)
+        finally:
+            await reader.close()
+    assert {change.dn for change in batch.changes} == {base, kept}
+    (kept_now,) = [change for change in batch.changes if change.dn == kept]
+    assert "description" not in kept_now.attributes
+
+
+async def test_hostile_entries_are_published_or_dead_lettered(
+    kafka_broker, directories: Directories, base: str, unique_name: str, tmp_path: Path
+) -> None:
+    forest = forest_config(directories.forest_a, base, tmp_path / "password", reconcile=NO_RECONCILE)
+    source = SourceUnderTest(forest, kafka_settings(kafka_broker, unique_name))
+    await hostile_entries_are_published_or_dead_lettered(source, Directory(directories.forest_a), base)
