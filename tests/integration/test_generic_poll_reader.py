@@ -122,6 +122,23 @@ async def test_adds_modifies_renames_and_moves_arrive_as_latest_state(
     await assert_quiet(reader, position)
 
 
+async def test_members_added_and_removed_arrive_as_the_groups_latest_member_list(
+    reader: GenericPollReader, directories: Directories, base: str
+) -> None:
+    directory = Directory(directories.forest_a)
+    alice, bob = directory.add_user(base, "alice"), directory.add_user(base, "bob")
+    staff = directory.add_group(base, "staff", [alice])
+    position = await past_snapshot(reader, await reader.read(None))
+
+    directory.modify(staff, {"member": [(ldap3.MODIFY_ADD, [bob])]})
+    (added,), position = await poll_until(reader, position, {staff})
+    assert added.op is ChangeOp.ADD and set(added.attributes["member"]) == {alice, bob}
+    directory.modify(staff, {"member": [(ldap3.MODIFY_DELETE, [alice])]})
+    (removed,), position = await poll_until(reader, position, {staff})
+    assert removed.attributes["member"] == (bob,) and removed.position > added.position
+    await assert_quiet(reader, position)
+
+
 async def test_a_delete_is_not_polled_but_the_next_reconcile_lacks_the_object(
     directories: Directories, base: str, tmp_path: Path
 ) -> None:

@@ -165,15 +165,24 @@ async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
 
 
 @pytest.mark.parametrize(
-    ("backup_while_running", "write_before_the_reader_returns"),
-    [(True, False), (False, False), (False, True)],
+    ("backup_while_running", "write_before_the_reader_returns", "noticed_by"),
+    [
+        (True, False, "went on without the reader's position"),
+        (False, False, "directory older than the cookie"),
+        (False, True, "went on without the reader's position"),
+    ],
     ids=["live-backup", "offline-backup", "offline-backup-then-a-write"],
 )
 async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
-    tmp_path: Path, backup_while_running: bool, write_before_the_reader_returns: bool
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    backup_while_running: bool,
+    write_before_the_reader_returns: bool,
+    noticed_by: str,
 ) -> None:
     # slapd itself answers 53 (unwillingToPerform) only to the offline backup, as long as nothing
-    # was written since the restore; otherwise it would resume the cookie as if nothing happened.
+    # was written since the restore; otherwise it would resume the cookie as if nothing happened,
+    # and the reader notices that the log lacks the record its cookie names.
     with private_slapd(tmp_path) as instance:
         directory = Directory(instance)
         base = f"ou=people,{instance.suffix}"
@@ -191,6 +200,7 @@ async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
             batch = await read_past_the_outage(reader, position)
 
             assert batch.is_snapshot
+            assert noticed_by in caplog.text
             assert {change.dn for change in batch.changes} == {base, kept, *written}
             assert undone not in {change.dn for change in batch.changes}
             (kept_now,) = [change for change in batch.changes if change.dn == kept]
