@@ -84,6 +84,7 @@ class LdapSession:
             receive_timeout=self._timeout,  # ldap3 packs it into a socket option: an int
             auto_bind=False,
         )
+        decode_entries_raw_only(connection)
         try:
             connection.bind()
         except BaseException:
@@ -110,10 +111,14 @@ def _discard(connection: Connection) -> None:
 
 
 def decode_entries_raw_only(connection: Connection) -> None:
-    """Make `connection` decode search entries into ``dn``, ``raw_attributes`` and ``controls``
-    only. ldap3 also builds a text-formatted copy of every attribute (and a raw DN), which the
-    readers never use: on the push reader that was two thirds of decoding an entry
-    (bench/reader_to_kafka.py). Other responses are decoded by ldap3 as before."""
+    """Make `connection` decode search entries without formatting their values as text.
+
+    ldap3 builds a schema-formatted copy of every attribute, which the connectors never read
+    (they work on ``raw_attributes``): on the push reader that was two thirds of decoding an
+    entry (bench/reader_to_kafka.py). ``attributes`` still exists, holding raw values, because
+    ldap3's own post-processing (empty attributes, ranged values) edits it alongside
+    ``raw_attributes``; nothing here reads ldap3's ``connection.entries``, which would need the
+    formatted values. Other responses are decoded by ldap3 as before."""
     strategy = connection.strategy
     decode_response = strategy.decode_response_fast
     case_insensitive = get_config_parameter("CASE_INSENSITIVE_ATTRIBUTE_NAMES")
@@ -122,11 +127,13 @@ def decode_entries_raw_only(connection: Connection) -> None:
         if message["protocolOp"] != _SEARCH_RESULT_ENTRY:
             return decode_response(message)
         name, attributes = message["payload"][0][3], message["payload"][1][3]
-        raw = CaseInsensitiveDict() if case_insensitive else {}
+        raw, copy = (CaseInsensitiveDict(), CaseInsensitiveDict()) if case_insensitive else ({}, {})
         for attribute in attributes:
             type_and_values = attribute[3]
-            raw[_text(type_and_values[0][3])] = [bytes(value[3]) for value in type_and_values[1][3]]
-        entry = {"type": "searchResEntry", "dn": _text(name), "raw_attributes": raw}
+            attribute_type = _text(type_and_values[0][3])
+            raw[attribute_type] = [bytes(value[3]) for value in type_and_values[1][3]]
+            copy[attribute_type] = list(raw[attribute_type])
+        entry = {"type": "searchResEntry", "dn": _text(name), "raw_attributes": raw, "attributes": copy}
         if message["controls"]:
             entry["controls"] = dict(strategy.decode_control_fast(control[3]) for control in message["controls"])
         return entry
