@@ -75,8 +75,10 @@ async def test_snapshot_then_every_kind_of_change_once_in_order(
 # writer's next write of O (newer reqStart) is read first, the skipped one only by the overlap
 # re-check. The metaverse then drops it as older than what it has: that change of O is lost.
 # Reading in commit order (the log entries' entryCSN up to the log's contextCSN, as syncprov
-# does for the push reader) would fix it; the push reader passes this same test.
-@pytest.mark.xfail(raises=OutOfOrder, strict=True, reason="late records break per-object order (see above)")
+# does for the push reader) would fix it; the push reader passes this same test. Not strict: a
+# run where no write happened to be in flight at a poll keeps the order. Any other failure
+# (a change lost or read twice) fails the test.
+@pytest.mark.xfail(raises=OutOfOrder, strict=False, reason="late records break per-object order (see above)")
 async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
     reader: AccesslogPollReader, directories: Directories, base: str
 ) -> None:
