@@ -11,6 +11,10 @@ change feed:
   so a delete (or a move out of base_dn) reaches the contacts within that interval.
 - Entries below a subtree moved into base_dn keep their change stamps (only the moved entry
   gets a new one): they appear at the next reconcile.
+- A directory restored from a backup: polls see nothing of what the restore undid (restored
+  entries keep their older stamps, so nothing published goes backwards); the first reconcile
+  read more than ``overlap_seconds`` after the undone writes carries the restored state, newer
+  than theirs, and the sweep removes the objects it lacks.
 - With a forest filter, snapshots read only matching entries, and polls still read every changed
   entry so that one that stopped matching is published as a DELETE (:mod:`connectors.scope_filter`).
 
