@@ -24,10 +24,16 @@ After a restart the memory of DNs is empty: an object found outside ``base_dn`` 
 moved out (a DELETE) only if its ``replPropertyMetaData`` says its ``name`` changed since the
 position (AD updates that on every rename and move), so mere changes outside stay silent.
 
+A value list longer than the DC's MaxValRange (the ``member`` of a big group) comes in ranges:
+``member;range=0-1499``, then the reader asks for ``member;range=1500-*`` and on until ``*``. It
+asks by objectGUID, so a group renamed meanwhile is still found; one deleted meanwhile is left
+out (its tombstone has a higher USN: a later read brings the DELETE). Values changed between two
+ranges can make the list inconsistent for a moment only: the change raised the group's
+uSNChanged, so a later read publishes it whole again. ldap3 would fetch ranges itself, but by
+DN and without this handling, so the reader turns that off for its own searches.
+
 Limits: USNs belong to one DC, so ``url`` must always reach the same DC; after pointing it at
-another one, run a full import. A value list that AD hands out in ranges (``member;range=0-1499``
-of groups over its MaxValRange) is not fetched range by range: such an entry goes to the error
-topic.
+another one, run a full import.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -45,11 +52,14 @@ from connectors.ad_scope import FilterSearch, ScopeBatch, ScopeMemory, naming_co
 from connectors.ad_values import (
     DirSyncEntry,
     EntryError,
+    ValueRange,
     entry_usn,
+    guid_filter,
     latest_state,
     parse_entry,
     rdn_usn,
     usn_position,
+    value_range,
 )
 from connectors.ldap_session import LdapSession
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
@@ -97,7 +107,7 @@ class UsnPollReader:
 
     def _read(self, position: str | None) -> tuple[ReadBatch, int]:
         scope = self._scope.begin(position)
-        with self._session.connection() as connection:
+        with self._session.connection() as connection, _ranges_left_to_us(connection):
             root = self._root(connection)
             # Read before searching. For a snapshot this is its position: a change committed during
             # the search has a higher USN, so the first poll reads it again (the snapshot may already
@@ -109,6 +119,7 @@ class UsnPollReader:
             else:
                 low = self._usn(position) + 1
                 found, high = self._changed(connection, root, low, highest)
+            found = [whole for item in found if (whole := self._all_values(connection, root, item)) is not None]
         if position is not None and not found:
             self._scope.returned(position)
             return ReadBatch(changes=(), rejected=(), position=position), 0
@@ -219,6 +230,50 @@ class UsnPollReader:
             if entry.get("type") == "searchResEntry":
                 yield _Found(entry["dn"], entry["raw_attributes"])
 
+    def _all_values(self, connection: Connection, root: str, item: _Found) -> _Found | None:
+        """The entry with every value of the attributes the DC handed out in ranges; None when
+        the object is gone before its next range was read."""
+        ranged = [key for key in item.raw if value_range(key) is not None]
+        if not ranged:
+            return item
+        try:
+            by_guid = guid_filter(parse_entry(item.dn, item.raw).object_id)
+        except EntryError:
+            return item  # no GUID to fetch by: decoding rejects the entry
+        raw = dict(item.raw)
+        for key in ranged:
+            part, values = value_range(key), list(raw.pop(key) or ())
+            while part.high is not None:
+                found = self._next_range(connection, root, by_guid, part.next_request())
+                if found is None:
+                    return None
+                part, more = found
+                values += more
+            raw[part.attribute] = values
+        return _Found(item.dn, raw)
+
+    def _next_range(
+        self, connection: Connection, root: str, by_guid: str, request: str
+    ) -> tuple[ValueRange, list[bytes]] | None:
+        """The part of the values `request` asks for (the rest of a list that shrank meanwhile may
+        be empty); None when no object has this GUID any more."""
+        connection.search(
+            root,
+            by_guid,
+            search_scope=SUBTREE,
+            dereference_aliases=DEREF_NEVER,
+            attributes=[request],
+        )
+        found = [entry for entry in connection.response if entry.get("type") == "searchResEntry"]
+        if not found:
+            return None
+        attribute = request.split(";", 1)[0]
+        for key, values in found[0]["raw_attributes"].items():
+            part = value_range(key)
+            if part is not None and part.attribute.lower() == attribute.lower():
+                return part, list(values or ())
+        return ValueRange(attribute, 0, None), []
+
     def _highest_usn(self, connection: Connection) -> int:
         connection.search("", "(objectClass=*)", search_scope=BASE, attributes=["highestCommittedUSN"])
         values = [
@@ -242,3 +297,16 @@ class UsnPollReader:
         if not position.isdigit():
             raise PermanentError(f"forest {self.forest}: stored position {position!r} is not a USN")
         return int(position)
+
+
+@contextmanager
+def _ranges_left_to_us(connection: Connection) -> Iterator[None]:
+    """ldap3 leaves ranged values alone inside the block (see the module docstring). Without its
+    auto ranges it must not add empty lists for requested attributes either: it would then delete
+    the plain name of each ranged one, and fail where there is none."""
+    saved = connection.auto_range, connection.empty_attributes
+    connection.auto_range = connection.empty_attributes = False
+    try:
+        yield
+    finally:
+        connection.auto_range, connection.empty_attributes = saved

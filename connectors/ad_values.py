@@ -213,6 +213,33 @@ class DirSyncEntry:
         return classify(classes) if classes else None
 
 
+@dataclass(frozen=True, slots=True)
+class ValueRange:
+    """Part of a value list, as an attribute option names it: ``member;range=0-1499``.
+
+    DirSync's incremental values use two fixed ranges (see :func:`entry_modifications`); a plain
+    search gets the values of a list longer than the DC's MaxValRange one range at a time, and
+    asks for the next one from ``high + 1``.
+    """
+
+    attribute: str
+    low: int
+    high: int | None  # None: "*", the list's last part
+
+    def next_request(self) -> str:
+        if self.high is None:
+            raise ValueError(f"{self.attribute};range={self.low}-* is the last part of its values")
+        return f"{self.attribute};range={self.high + 1}-*"
+
+
+def value_range(name: str) -> ValueRange | None:
+    """The range an attribute description names, or None for a plain attribute."""
+    match = _RANGE.match(name)
+    if match is None:
+        return None
+    return ValueRange(match["name"], int(match["low"]), None if match["high"] == "*" else int(match["high"]))
+
+
 def parse_entry(dn: str, raw: RawAttributes) -> DirSyncEntry:
     guids = _values(raw, "objectGUID")
     if len(guids) != 1:
@@ -413,14 +440,13 @@ def _rdn_type(dn: str) -> str | None:
 
 def _range(name: str) -> tuple[str, bool | None]:
     """``member;range=0-0`` -> ("member", True): removed values; 1-1 -> added; no range -> None."""
-    match = _RANGE.match(name)
-    if match is None:
+    part = value_range(name)
+    if part is None:
         return name, None
-    low, high = match["low"], match["high"]
-    if (low, high) == ("0", "0"):
-        return match["name"], True
-    if (low, high) == ("1", "1"):
-        return match["name"], False
+    if (part.low, part.high) == (0, 0):
+        return part.attribute, True
+    if (part.low, part.high) == (1, 1):
+        return part.attribute, False
     raise EntryError(f"attribute {name!r}: only incremental ranges 0-0 and 1-1 are expected")
 
 

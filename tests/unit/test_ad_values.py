@@ -10,6 +10,7 @@ import pytest
 from connectors.ad_values import (
     CookieError,
     EntryError,
+    ValueRange,
     cookie_usn,
     decode_cookie,
     encode_cookie,
@@ -22,6 +23,7 @@ from connectors.ad_values import (
     same_dn,
     to_change,
     usn_position,
+    value_range,
 )
 from ldap3.utils.dn import parse_dn
 
@@ -285,3 +287,24 @@ class TestBadEntries:
     def test_object_guid_of_the_wrong_size(self) -> None:
         with pytest.raises(EntryError, match="16 bytes"):
             parse_entry(f"CN=x,{BASE}", {"objectGUID": [b"short"]})
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "next_request"),
+    [
+        ("member;range=0-1499", ValueRange("member", 0, 1499), "member;range=1500-*"),
+        ("Member;Range=1500-2999", ValueRange("Member", 1500, 2999), "Member;range=3000-*"),
+        ("member;range=3000-*", ValueRange("member", 3000, None), None),
+        ("member", None, None),
+        ("member;binary", None, None),
+    ],
+)
+def test_value_ranges_name_where_the_next_part_starts(
+    name: str, expected: ValueRange | None, next_request: str | None
+) -> None:
+    assert value_range(name) == expected
+    if next_request is not None:
+        assert expected.next_request() == next_request
+    elif expected is not None:
+        with pytest.raises(ValueError, match="last part"):
+            expected.next_request()
