@@ -37,6 +37,15 @@ def replace_unchecked(directory: Directory, dn: str, **values: bytes) -> None:
         connection.unbind()
 
 
+def member_values(changes: list[DirectoryChange]) -> list[str]:
+    """The member values a group's events carry: a whole list (ADD) or added values (MODIFY)."""
+    values: list[str] = []
+    for change in changes:
+        values += [v for name, vs in change.attributes.items() if name.lower() == "member" for v in vs]
+        values += [v for m in change.modifications if m.attribute.lower() == "member" for v in m.values]
+    return values
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_hostile_entries_become_correct_events_or_error_records_and_the_stream_goes_on(
     alpha: Directory, reader: ReaderDeployment, mode: str
@@ -45,6 +54,8 @@ def test_hostile_entries_become_correct_events_or_error_records_and_the_stream_g
     eventually(lambda: reader.stored_usn() is not None, timeout=60, what="the snapshot's stored position")
 
     hostile = alpha.add_user(HOSTILE, displayName=HOSTILE, thumbnailPhoto=bytes(range(256)))
+    group = alpha.add_group("Hostile Members")
+    alpha.members(group, ldap3.MODIFY_ADD, hostile)
     huge = alpha.add_user("Huge Photo", jpegPhoto=b"\xff" * (1024 * 1024))
     refused = alpha.add_user("Not UTF-8")
     with pytest.raises(LDAPInvalidAttributeSyntaxResult):
@@ -60,6 +71,8 @@ def test_hostile_entries_become_correct_events_or_error_records_and_the_stream_g
     attributes = {name.lower(): values for name, values in named.attributes.items()}
     assert (named.op, attributes["cn"], attributes["displayname"]) == (ChangeOp.ADD, (HOSTILE,), (HOSTILE,))
     assert base64.b64decode(attributes["thumbnailphoto;base64"][0]) == bytes(range(256))
+    (member,) = member_values([c for c in reader.changes() if same_dn(c.dn, group)])
+    assert same_dn(member, hostile)
     assert not [c for c in changes if same_dn(c.dn, huge)], "an event over the size limit was published"
     (letter,) = [d for d in reader.dead_letters() if repr(huge) in d.headers["reason"]]
     assert (letter.headers["stage"], letter.headers["forest"]) == ("reader", "alpha")
