@@ -1,20 +1,26 @@
 """Both AD readers in a process of their own (the worker's composition): killed -9 in the middle of a
 burst of 2,000 changes, then restarted; and riding out a restart of their DC.
 
+The burst has every kind of change: 1,000 modifies of 20 "hot" contacts, interleaved with the
+lives of 200 "cold" ones, each added, renamed and moved to another OU, made a member of a group,
+then either removed from it and deleted, or modified and renamed again.
+
 Both modes publish an object's latest state (DirSync and uSNChanged collapse the changes an
-object gets between two reads), so "none lost" means: every object the burst wrote has a
-published event; folded as the metaverse folds them, each object's events give the object as
-the directory holds it after the burst; the newest event of each object is at or after the USN
-of its last change (its uSNChanged); and per object, positions never go backwards, across the
-kill and the restart included.
+object gets between two reads), so "none lost" means: every object the burst touched, deleted
+ones included, has published events; folded as the metaverse folds them, they give the object as
+the directory holds it after the burst (DN, displayName, members; deleted or not); the newest
+event of each object is at or after the USN of its last change (its uSNChanged); and per object,
+positions never go backwards, across the kill and the restart included.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import ldap3
 import pytest
+from ldap3.protocol.microsoft import show_deleted_control
 
 from connectors.ad_values import guid_text, same_dn
 from streams.events import DirectoryChange, ObjectKind
@@ -27,35 +33,63 @@ from tests.integration.gal import eventually
 pytestmark = pytest.mark.integration
 
 MODES = ["ad-dirsync", "ad-usn-poll"]
-HOT, ROUNDS = 20, 50  # 1,000 modifies of 20 contacts, each followed by the add of a new contact: 2,000 changes
+HOT, COLD = 20, 200  # each cold contact's life is 5 changes, each followed by a hot modify: 2,000 changes
 KILL_AFTER = 400  # changes of the burst the reader has stored a position beyond when it is killed
 CONTACT_CLASSES = ["top", "person", "organizationalPerson", "contact"]
 
 
-def contacts(directory: Directory) -> dict[str, dict]:
-    """The contacts under the test's OU by object id: DN, displayName and uSNChanged."""
-    found = directory.connection.extend.standard.paged_search(
-        directory.ou, "(objectClass=contact)", attributes=["objectGUID", "displayName", "uSNChanged"],
+def cold_life(connection: ldap3.Connection, ou: str, group: str, k: int) -> list[Callable[[], object]]:
+    added, moved, renamed = f"CN=cold {k},OU=b,{ou}", f"CN=moved {k},OU=a,{ou}", f"CN=renamed {k}"
+    life = [
+        lambda: connection.add(added, CONTACT_CLASSES, {"displayName": f"cold {k}"}),
+        lambda: connection.modify_dn(added, "CN=moved {k}".format(k=k), new_superior=f"OU=a,{ou}"),
+        lambda: connection.modify(group, {"member": [(ldap3.MODIFY_ADD, [moved])]}),
+    ]
+    if k % 2 == 0:
+        return life + [
+            lambda: connection.modify(group, {"member": [(ldap3.MODIFY_DELETE, [moved])]}),
+            lambda: connection.delete(moved),
+        ]
+    return life + [
+        lambda: connection.modify(moved, {"displayName": [(ldap3.MODIFY_REPLACE, [f"cold {k} changed"])]}),
+        lambda: connection.modify_dn(moved, renamed),
+    ]
+
+
+def burst(directory: Directory, hot: list[str], group: str) -> None:
+    with directory.dc.admin_connection(raise_exceptions=True) as connection:
+        changes = [change for k in range(COLD) for change in cold_life(connection, directory.ou, group, k)]
+        for j, change in enumerate(changes):
+            change()
+            connection.modify(hot[j % HOT], {"displayName": [(ldap3.MODIFY_REPLACE, [f"round {j // HOT}"])]})
+
+
+def objects(directory: Directory) -> dict[str, dict]:
+    """Everything under the test's OU, and the tombstones of what was deleted from OU a, by object id."""
+    connection, root = directory.connection, directory.dc.base_dn
+    wanted = ["objectGUID", "objectClass", "displayName", "member", "uSNChanged"]
+    living = connection.extend.standard.paged_search(
+        directory.ou, "(|(objectClass=contact)(objectClass=group))", attributes=wanted, paged_size=500,
+        generator=False,
+    )
+    deleted = connection.extend.standard.paged_search(
+        f"CN=Deleted Objects,{root}", f"(&(isDeleted=TRUE)(lastKnownParent=OU=a,{directory.ou}))",
+        search_scope=ldap3.LEVEL, attributes=wanted, controls=[show_deleted_control(criticality=True)],
         paged_size=500, generator=False,
     )
-    return {
-        guid_text(e["raw_attributes"]["objectGUID"][0]): {
-            "dn": e["dn"],
-            "displayname": tuple(v.decode() for v in e["raw_attributes"].get("displayName", ())),
-            "usn": int(e["raw_attributes"]["uSNChanged"][0]),
-        }
-        for e in found
-        if e.get("type") == "searchResEntry"
-    }
-
-
-def burst(directory: Directory, hot: list[str]) -> None:
-    with directory.dc.admin_connection(raise_exceptions=True) as connection:
-        for round_ in range(ROUNDS):
-            for i, dn in enumerate(hot):
-                connection.modify(dn, {"displayName": [(ldap3.MODIFY_REPLACE, [f"round {round_}"])]})
-                connection.add(f"CN=cold {round_} {i},OU=b,{directory.ou}", CONTACT_CLASSES,
-                               {"displayName": f"cold {round_} {i}"})
+    found = {}
+    for entries, gone in ((living, False), (deleted, True)):
+        for entry in (e for e in entries if e.get("type") == "searchResEntry"):
+            raw = {name.lower(): values for name, values in entry["raw_attributes"].items()}
+            found[guid_text(raw["objectguid"][0])] = {
+                "dn": entry["dn"],
+                "deleted": gone,
+                "kind": ObjectKind.GROUP if b"group" in raw["objectclass"] else ObjectKind.CONTACT,
+                "displayname": tuple(v.decode() for v in raw.get("displayname", ())),
+                "member": {v.decode().lower() for v in raw.get("member", ())},
+                "usn": int(raw["usnchanged"][0]),
+            }
+    return found
 
 
 def by_object(changes: list[DirectoryChange]) -> dict[str, list[DirectoryChange]]:
@@ -72,6 +106,22 @@ def folded(changes: list[DirectoryChange]) -> SourceObject | None:
     return state
 
 
+def mismatch(state: SourceObject, expected: dict, identify: Callable[[str], str]) -> str | None:
+    """How the folded state differs from the directory's object, or None. Members are compared by
+    identity: a member's rename changes no group (links are kept by object), so a group's events
+    name its members by the DNs they had when the group last changed."""
+    if expected["deleted"]:
+        return None if state.deleted else "not deleted"
+    actual = {
+        "dn": same_dn(state.dn, expected["dn"]) and not state.deleted,
+        "kind": state.kind is expected["kind"],
+        "displayname": state.attributes.get("displayname", ()) == expected["displayname"],
+        "member": {identify(v) for v in state.attributes.get("member", ())} == {identify(v) for v in expected["member"]},
+    }
+    wrong = [name for name, right in actual.items() if not right]
+    return f"{wrong} differ: {state}" if wrong else None
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_kill_during_a_burst_of_2000_changes_then_restart_loses_none(
     alpha: Directory, reader: ReaderDeployment, mode: str
@@ -79,11 +129,12 @@ def test_kill_during_a_burst_of_2000_changes_then_restart_loses_none(
     hot = [f"CN=hot {i},OU=a,{alpha.ou}" for i in range(HOT)]
     for dn in hot:
         alpha.connection.add(dn, CONTACT_CLASSES, {"displayName": "before"})
+    group = alpha.add_group("Burst Group")
     reader.start()
     eventually(lambda: reader.stored_usn() is not None, timeout=60, what="the snapshot's stored position")
     before = highest_usn(alpha)
 
-    writer = threading.Thread(target=burst, args=(alpha, hot))
+    writer = threading.Thread(target=burst, args=(alpha, hot, group))
     writer.start()
     try:
         eventually(lambda: (reader.stored_usn() or 0) > before + KILL_AFTER, timeout=60,
@@ -94,23 +145,30 @@ def test_kill_during_a_burst_of_2000_changes_then_restart_loses_none(
         reader.start()
     finally:
         writer.join()
-    directory = contacts(alpha)
+    directory = objects(alpha)
     last = max(item["usn"] for item in directory.values())
+    assert len(directory) == HOT + 1 + COLD and sum(item["deleted"] for item in directory.values()) == COLD // 2
     assert before + KILL_AFTER < killed_at < last, "the kill did not interrupt the burst"
     eventually(lambda: reader.stored_usn() >= last, timeout=120, interval=0.5, what="the restarted reader's catch-up")
 
     published = by_object(reader.changes())
-    assert len(directory) == HOT * (ROUNDS + 1)
+    ever_named = {dn.lower(): object_id for object_id, events in published.items()
+                  for change in events for dn in (change.dn, change.old_dn) if dn}
+
+    def identify(dn: str) -> str:
+        return ever_named.get(dn.lower(), dn)
+
     missing = sorted(item["dn"] for object_id, item in directory.items() if object_id not in published)
     assert not missing, f"{len(missing)} objects never published, e.g. {missing[:5]}"
+    wrong = {}
     for object_id, item in directory.items():
         events = published[object_id]
         positions = [change.position for change in events]
         assert positions == sorted(positions), f"{item['dn']}: positions went backwards: {positions}"
-        state = folded(events)
-        assert same_dn(state.dn, item["dn"]) and state.kind is ObjectKind.CONTACT
-        assert state.attributes["displayname"] == item["displayname"], f"{item['dn']}: {state.attributes}"
         assert int(events[-1].position) >= item["usn"], f"{item['dn']}: newest event before its last change"
+        if (problem := mismatch(folded(events), item, identify)) is not None:
+            wrong[item["dn"]] = problem
+    assert not wrong, f"{len(wrong)} objects differ from the directory, e.g. {list(wrong.items())[:3]}"
     print(f"\n{mode}: killed at usn {killed_at} of {before}..{last}; "
           f"events={sum(map(len, published.values()))} objects={len(directory)}")
 
