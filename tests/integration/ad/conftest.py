@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 
 import ldap3
@@ -103,7 +104,9 @@ def alpha(ad_forests: AdForests, unique_name: str) -> Iterator[Directory]:
 
 
 @pytest.fixture
-def reader(kafka_broker, ad_forests: AdForests, alpha: Directory, unique_name: str, tmp_path, mode: str) -> Iterator[ReaderDeployment]:
+def reader(
+    kafka_broker, ad_forests: AdForests, alpha: Directory, unique_name: str, tmp_path: Path, mode: str
+) -> Iterator[ReaderDeployment]:
     """A reader process of `mode` (the test's parameter) for alpha's test OU; stopped afterwards."""
     deployment = deploy_reader(
         tmp_path / "reader", unique_name, kafka_broker, alpha.dc, ad_forests.beta, base_dn=alpha.ou, mode=mode

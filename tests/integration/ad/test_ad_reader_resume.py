@@ -39,10 +39,11 @@ CONTACT_CLASSES = ["top", "person", "organizationalPerson", "contact"]
 
 
 def cold_life(connection: ldap3.Connection, ou: str, group: str, k: int) -> list[Callable[[], object]]:
-    added, moved, renamed = f"CN=cold {k},OU=b,{ou}", f"CN=moved {k},OU=a,{ou}", f"CN=renamed {k}"
+    """The writes of cold contact k, in order."""
+    added, moved = f"CN=cold {k},OU=b,{ou}", f"CN=moved {k},OU=a,{ou}"
     life = [
         lambda: connection.add(added, CONTACT_CLASSES, {"displayName": f"cold {k}"}),
-        lambda: connection.modify_dn(added, "CN=moved {k}".format(k=k), new_superior=f"OU=a,{ou}"),
+        lambda: connection.modify_dn(added, f"CN=moved {k}", new_superior=f"OU=a,{ou}"),
         lambda: connection.modify(group, {"member": [(ldap3.MODIFY_ADD, [moved])]}),
     ]
     if k % 2 == 0:
@@ -52,15 +53,15 @@ def cold_life(connection: ldap3.Connection, ou: str, group: str, k: int) -> list
         ]
     return life + [
         lambda: connection.modify(moved, {"displayName": [(ldap3.MODIFY_REPLACE, [f"cold {k} changed"])]}),
-        lambda: connection.modify_dn(moved, renamed),
+        lambda: connection.modify_dn(moved, f"CN=renamed {k}"),
     ]
 
 
 def burst(directory: Directory, hot: list[str], group: str) -> None:
     with directory.dc.admin_connection(raise_exceptions=True) as connection:
-        changes = [change for k in range(COLD) for change in cold_life(connection, directory.ou, group, k)]
-        for j, change in enumerate(changes):
-            change()
+        writes = [write for k in range(COLD) for write in cold_life(connection, directory.ou, group, k)]
+        for j, write in enumerate(writes):
+            write()
             connection.modify(hot[j % HOT], {"displayName": [(ldap3.MODIFY_REPLACE, [f"round {j // HOT}"])]})
 
 
@@ -116,7 +117,8 @@ def mismatch(state: SourceObject, expected: dict, identify: Callable[[str], str]
         "dn": same_dn(state.dn, expected["dn"]) and not state.deleted,
         "kind": state.kind is expected["kind"],
         "displayname": state.attributes.get("displayname", ()) == expected["displayname"],
-        "member": {identify(v) for v in state.attributes.get("member", ())} == {identify(v) for v in expected["member"]},
+        "member": {identify(v) for v in state.attributes.get("member", ())}
+        == {identify(v) for v in expected["member"]},
     }
     wrong = [name for name, right in actual.items() if not right]
     return f"{wrong} differ: {state}" if wrong else None
