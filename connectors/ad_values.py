@@ -19,6 +19,10 @@ the entries a DirSync search returns. What DirSync sends, and how it becomes an 
   which AD keeps equal to the RDN value.
 - With incremental values, a linked attribute's added values come as ``member;range=1-1`` and
   its removed values as ``member;range=0-0``. An attribute sent without values was cleared.
+- Links are kept by object, not by DN: renaming a member changes none of its groups, and on
+  Samba 4.17 neither does deleting one (its groups drop the value with no change of their own:
+  no delta, no new uSNChanged; measured with both readers). So a group's events name members by
+  the DNs they had when the group last changed, and a deleted member's leaving is its DELETE.
 - Values travel as text, lossless: known binary syntaxes (SIDs, photos, certificates) and any
   value that is not UTF-8 go base64-encoded under ``<name>;base64``, all values of the
   attribute alike.
