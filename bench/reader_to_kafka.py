@@ -10,7 +10,8 @@ slow part, so it is done once). Each mode gets topics and a forest name of its o
 - backlog: the runner is stopped, N modifies are written as fast as one connection goes (that
   write rate is the reference), then a new runner resumes from the stored position; the figure
   is N over the time from the runner's start (its position load and bind included, printed as
-  "first after") until the consumer received all N.
+  "first after") until the consumer received all N; "sustained" is the rate from the first
+  arrival to the last, the runner's start left out.
 Every modify writes a unique value to `description` on a different user of a pool, so the
 polling modes, which publish an object's latest state, have nothing to collapse; only what
 arrives is counted all the same, and each line says how many of the sent changes arrived.
@@ -77,6 +78,9 @@ class ModeResult:
     backlog_received: int
     backlog_sent: int
     first_event_ms: float
+    # From the first backlog change to arrive to the last: the rate once the runner is going,
+    # without its start (position load, bind, first search).
+    sustained_rate: float
 
     @property
     def ratio(self) -> float:
@@ -353,6 +357,7 @@ async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, wor
         live_received=len(latencies), live_sent=len(live),
         read_rate=len(arrivals) / (max(arrivals) - started), write_rate=len(backlog) / write_seconds,
         backlog_received=len(arrivals), backlog_sent=len(backlog), first_event_ms=(min(arrivals) - started) * 1000,
+        sustained_rate=(len(arrivals) - 1) / max(max(arrivals) - min(arrivals), 1e-3),
     )
 
 
@@ -365,7 +370,8 @@ def report(label: str, mode: str, result: ModeResult, poll_interval: float) -> N
         f"{label:7s} {mode:17s} p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms "
         f"(target < {latency_target_ms(mode, poll_interval):.0f}; {result.live_received}/{result.live_sent} arrived)  "
         f"backlog {result.read_rate:6.0f} changes/s (target >= {TARGET_RATE:.0f}; "
-        f"{result.backlog_received}/{result.backlog_sent} arrived, first after {result.first_event_ms:.0f} ms)  "
+        f"{result.backlog_received}/{result.backlog_sent} arrived, first after {result.first_event_ms:.0f} ms; "
+        f"sustained {result.sustained_rate:6.0f}/s)  "
         f"write {result.write_rate:5.0f}/s  read/write {result.ratio:5.2f}",
         flush=True,
     )
@@ -429,15 +435,16 @@ async def main(args: argparse.Namespace) -> None:
 def print_medians(results: dict[str, list[ModeResult]], poll_interval: float) -> None:
     print(f"\nmedians over {max(len(r) for r in results.values())} runs "
           f"(targets: backlog >= {TARGET_RATE:.0f} changes/s; p99 < 50 ms push, < poll interval + 50 ms polling)")
-    print(f"{'mode':17s} {'p50 ms':>7s} {'p99 ms':>7s} {'p99 target':>10s} {'backlog/s':>9s} {'write/s':>8s} {'read/write':>10s}")
+    print(f"{'mode':17s} {'p50 ms':>7s} {'p99 ms':>7s} {'p99 target':>10s} {'backlog/s':>9s} {'sustained/s':>11s} {'write/s':>8s} {'read/write':>10s}")
     for mode, runs in results.items():
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
         rate = statistics.median(r.read_rate for r in runs)
+        sustained = statistics.median(r.sustained_rate for r in runs)
         write_rate = statistics.median(r.write_rate for r in runs)
         ratio = statistics.median(r.ratio for r in runs)
         target = f"< {latency_target_ms(mode, poll_interval):.0f}"
-        print(f"{mode:17s} {p50:7.1f} {p99:7.1f} {target:>10s} {rate:9.0f} {write_rate:8.0f} {ratio:10.2f}")
+        print(f"{mode:17s} {p50:7.1f} {p99:7.1f} {target:>10s} {rate:9.0f} {sustained:11.0f} {write_rate:8.0f} {ratio:10.2f}")
 
 
 def mode_list(text: str) -> list[str]:
@@ -454,9 +461,9 @@ if __name__ == "__main__":
     parser.add_argument("--modes", type=mode_list, default=list(SLAPD_MODES + AD_MODES), help="comma-separated subset")
     parser.add_argument("--rate", type=float, default=50.0, help="modifies per second for the latency measurement")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the latency measurement")
-    parser.add_argument("--backlog", type=int, default=3000, help="backlog modifies against slapd")
+    parser.add_argument("--backlog", type=int, default=10000, help="backlog modifies against slapd")
     # Samba writes ~300 modifies/s, and its users are added once (slowly) for every run.
-    parser.add_argument("--ad-backlog", type=int, default=600, help="backlog modifies against Samba")
+    parser.add_argument("--ad-backlog", type=int, default=2000, help="backlog modifies against Samba")
     parser.add_argument("--poll-interval", type=float, default=0.1, help="the polling modes' interval, seconds")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(main(parser.parse_args()))

@@ -125,9 +125,9 @@ class ChangePublisher:
         return snapshot_id
 
     def _wanted(self, changes: Iterable[DirectoryChange]) -> list[DirectoryChange]:
-        """The changes of the kinds the forest publishes; a change of unknown kind is kept, since
-        the metaverse may know the object's kind from earlier events."""
-        return [change for change in changes if change.kind is None or change.kind in self._kinds]
+        """The changes of the kinds the forest publishes, without secrets; a change of unknown
+        kind is kept, since the metaverse may know the object's kind from earlier events."""
+        return [without_secrets(change) for change in changes if change.kind is None or change.kind in self._kinds]
 
     async def _broadcast(self, marker: SnapshotMarker) -> None:
         """Every partition gets the marker: each one sweeps the objects it holds."""
@@ -151,3 +151,31 @@ class ChangePublisher:
         )
         letter.log()
         return await self._producer.send(self._topics.errors, value=letter.value, headers=letter.headers())
+
+
+# Password hashes and keys: no sync needs them, and a topic is read by more people and kept
+# longer than a directory's protected attributes (compared without options such as ;base64).
+SECRET_ATTRIBUTES = frozenset(
+    name.lower()
+    for name in (
+        "userPassword", "authPassword", "pwdHistory", "unicodePwd", "dBCSPwd", "ntPwdHistory", "lmPwdHistory",
+        "supplementalCredentials", "msDS-ManagedPassword", "sambaNTPassword", "sambaLMPassword",
+        "sambaPasswordHistory", "krbPrincipalKey", "userPKCS12",
+    )
+)
+
+
+def without_secrets(change: DirectoryChange) -> DirectoryChange:
+    """The change without any value or modification of a secret attribute."""
+    def secret(name: str) -> bool:
+        return name.split(";", 1)[0].lower() in SECRET_ATTRIBUTES
+
+    if not any(secret(name) for name in change.attributes) and not any(
+        secret(modification.attribute) for modification in change.modifications
+    ):
+        return change
+    return replace(
+        change,
+        attributes={name: values for name, values in change.attributes.items() if not secret(name)},
+        modifications=tuple(m for m in change.modifications if not secret(m.attribute)),
+    )

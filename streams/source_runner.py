@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.contracts import ChangeReader, RetriableError
+from streams.contracts import ChangeReader, PermanentError, RetriableError
 from streams.events import ObjectKind, ReaderPosition
 from streams.metrics import POSITION_SAVED, READER_OUTAGES, READER_SECONDS_SINCE_READ, READER_UP
 from streams.outages import Outage
@@ -22,6 +24,30 @@ from streams.publisher import ChangePublisher
 from streams.topology import DEFAULT_OBJECT_KINDS, Topics
 
 log = logging.getLogger(__name__)
+
+# Batches sent and not yet acknowledged before the runner waits for the oldest.
+_MAX_IN_FLIGHT = 4
+# How often a reader retries an error that needs a person (PermanentError).
+_PERMANENT_RETRY_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    acks: asyncio.Future
+    position: str | None
+
+
+def _ignore_outcome(acks: asyncio.Future) -> None:
+    """For batches given up after a failure: they are sent again, so how they ended does not
+    matter (retrieving the error keeps asyncio from reporting it as never retrieved)."""
+    if not acks.cancelled():
+        acks.exception()
+
+
+def _done() -> asyncio.Future:
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 class SourceRunner:
@@ -42,6 +68,8 @@ class SourceRunner:
             f"component=reader forest={forest}", up=READER_UP.labels(forest), outages=READER_OUTAGES.labels(forest)
         )
         self._last_read = time.monotonic()
+        # The newest position whose changes Kafka acknowledged, saved in the position store.
+        self._acknowledged: str | None = None
         READER_SECONDS_SINCE_READ.labels(forest).set_function(lambda: time.monotonic() - self._last_read)
 
     @property
@@ -49,27 +77,61 @@ class SourceRunner:
         return f"forest/{self._reader.forest}"
 
     async def run(self) -> None:
-        position = await self._resume_position()
+        acknowledged = await self._resume_position()
         while True:
+            in_flight: deque[_InFlight] = deque()
             try:
-                batch = await self._reader.read(position)
-                if batch.is_snapshot:
-                    await self._publisher.publish_snapshot(batch)
-                else:
-                    await self._publisher.publish(batch)
-            except (RetriableError, KafkaError) as exc:
-                await asyncio.sleep(self._outage.failed(exc))
-                continue
+                await self._follow(acknowledged, in_flight)
+            except (RetriableError, PermanentError, KafkaError) as exc:
+                # Read again from the newest position whose changes Kafka acknowledged: the
+                # reader re-sends what came after it, downstream drops what it already has.
+                acknowledged = self._acknowledged
+                for batch in in_flight:
+                    batch.acks.add_done_callback(_ignore_outcome)
+                delay = self._outage.failed(exc)
+                if isinstance(exc, PermanentError):
+                    # Bad credentials, a missing right or base DN: only a person can mend it. The
+                    # other forests go on meanwhile; this one says so at every attempt.
+                    delay = max(delay, _PERMANENT_RETRY_SECONDS)
+                    log.error("reader needs attention forest=%s error=%r retry_in=%.0fs", self._reader.forest, str(exc), delay)
+                await asyncio.sleep(delay)
+
+    async def _follow(self, position: str | None, in_flight: deque[_InFlight]) -> None:
+        """Read and publish from `position` on. The next batch is read while Kafka acknowledges
+        the last ones (at most _MAX_IN_FLIGHT batches); a position is saved only once every
+        change up to it is acknowledged. Snapshots are published alone."""
+        self._acknowledged = position
+        while True:
+            batch = await self._reader.read(position)
+            if batch.is_snapshot:
+                await self._settle(in_flight, keep=0)
+                await self._publisher.publish_snapshot(batch)
+                in_flight.append(_InFlight(acks=_done(), position=batch.position))
+            else:
+                in_flight.append(_InFlight(acks=await self._publisher.send(batch), position=batch.position))
             self._outage.succeeded()
             self._last_read = time.monotonic()
-            if batch.position is not None and batch.position != position:
-                await self._positions.save(
-                    ReaderPosition(
-                        reader=self.reader_id, mode=self._reader.mode, position=batch.position
-                    )
-                )
-                POSITION_SAVED.labels(self._reader.forest).set_to_current_time()
+            if batch.position is not None:
                 position = batch.position
+            await self._settle(in_flight, keep=_MAX_IN_FLIGHT - 1)
+
+    async def _settle(self, in_flight: deque[_InFlight], *, keep: int) -> None:
+        """Retire the batches at the head of `in_flight` that Kafka acknowledged, waiting for
+        the oldest until at most `keep` remain, and save the newest position retired (also when
+        a later batch failed)."""
+        newest = self._acknowledged
+        try:
+            while in_flight and (len(in_flight) > keep or in_flight[0].acks.done()):
+                await in_flight[0].acks  # raises if Kafka refused any record of the batch
+                newest = in_flight.popleft().position or newest
+        finally:
+            if newest is not None and newest != self._acknowledged:
+                await self._save(newest)
+
+    async def _save(self, position: str) -> None:
+        await self._positions.save(ReaderPosition(reader=self.reader_id, mode=self._reader.mode, position=position))
+        POSITION_SAVED.labels(self._reader.forest).set_to_current_time()
+        self._acknowledged = position
 
     async def _resume_position(self) -> str | None:
         stored = await self._positions.load(self.reader_id)
