@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Objects looked up per search: keeps the filter well inside servers' request size limits.
 _LOOKUP_CHUNK = 100
+# After this many objects looked up one by one, the kinds come from one scan of base_dn.
+_SCAN_INSTEAD_OF_LOOKUP = 300
 
 # What decode_record needs of an auditWriteObject entry.
 RECORD_ATTRIBUTES = [
@@ -64,6 +66,7 @@ class ForestScope:
         # The accesslog names the object class only on adds; every event states it, so the
         # kinds of objects seen are remembered, and looked up once for the others (with_kinds).
         self._kinds: dict[str, ObjectKind] = {}
+        self._looked_up = 0
         self._filter = FilterMemory() if forest.filter else None
         self._writers = WriterAccounts(forest.change_capture.writer_accounts)
         # What an object read whole carries: its state, its id, and who created it.
@@ -128,11 +131,37 @@ class ForestScope:
         return named
 
     def _lookup_kinds(self, object_ids: Sequence[str]) -> dict[str, ObjectKind]:
-        """Kinds of the objects still in the directory; one gone already has none."""
+        """Kinds of the objects still in the directory; one gone already has none. Once many
+        objects were looked up (a backlog after a restart), one scan of base_dn answers, and
+        teaches the kinds of every other object too: ldap3 encodes a search filter at about
+        0.1 ms a term, so naming thousands of objects cost more than reading them all
+        (bench/reader_to_kafka.py)."""
+        if not object_ids:
+            return {}
+        self._looked_up += len(object_ids)
+        if self._looked_up >= _SCAN_INSTEAD_OF_LOOKUP:
+            self._looked_up = 0
+            entries = self._all_entries(["objectClass", "entryUUID"])
+        else:
+            entries = self._entries(object_ids, ["objectClass", "entryUUID"])
         return {
             id_of(entry): classify(value.decode() for value in entry["raw_attributes"].get("objectClass", ()))
-            for entry in self._entries(object_ids, ["objectClass", "entryUUID"])
+            for entry in entries
+            if entry["raw_attributes"].get("entryUUID")
         }
+
+    def _all_entries(self, attributes: list[str]) -> list[dict]:
+        with self._session.connection() as connection:
+            entries = connection.extend.standard.paged_search(
+                self._config.base_dn,
+                "(objectClass=*)",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=attributes,
+                paged_size=self._page_size,
+                generator=False,
+            )
+        return [entry for entry in entries if entry.get("type") == "searchResEntry"]
 
     def _entries(
         self, object_ids: Sequence[str], attributes: list[str], *, matching_filter: bool = False
