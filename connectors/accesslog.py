@@ -1,8 +1,12 @@
 """Decoding OpenLDAP accesslog records (slapo-accesslog) into directory change events.
 
-Pure functions: the reader in :mod:`connectors.ldap_accesslog` feeds them the raw
-attributes of ``auditWriteObject`` entries.  A record's ``reqStart`` is its position: unique
-(it names the entry) and ordered as a string (``YYYYmmddHHMMSS.nnnnnnZ``).
+Pure functions: the readers in :mod:`connectors.ldap_accesslog` and :mod:`connectors.ldap_syncrepl`
+feed them the raw attributes of ``auditWriteObject`` entries.  A record's position is its
+``entryCSN``, the CSN of the write it logs (``YYYYmmddHHMMSS.ffffffZ#count#sid#mod``): unique, and
+ordered as a string in the order the writes committed.  Its ``reqStart`` (when the write arrived)
+is the change's time only: writes commit in another order than they arrive, and a position out of
+commit order makes the metaverse drop a change as older than one it already holds.  Snapshot
+positions are times (``YYYYmmddHHMMSS.000000Z``) and compare with CSNs by their time.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ OPERATIONAL_ATTRIBUTES = frozenset(
 
 _MOD_OPS = {"+": ModOp.ADD, "-": ModOp.DELETE, "=": ModOp.REPLACE}
 _GENERALIZED_TIME = "%Y%m%d%H%M%S"
+# Makes a time a whole CSN, the least of its microsecond: slapd evaluates an entryCSN filter whose
+# value is not a whole CSN as Undefined (no match, no error).
+_CSN_TAIL = "#000000#000#000000"
 
 RawAttributes = Mapping[str, Sequence[bytes]]
 
@@ -52,11 +59,14 @@ def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
     attrs = {
         name.lower(): [_text(name, v) for v in values] for name, values in raw.items() if name.lower() != "reqmod"
     }
-    position = _single(attrs, "reqstart")
     req_type = _single(attrs, "reqtype")
     dn = _single(attrs, "reqdn")
     object_id = _first(attrs, "reqentryuuid")
-    common = {"forest": forest, "position": position, "changed_at": iso_time(position)}
+    common = {
+        "forest": forest,
+        "position": _single(attrs, "entrycsn"),
+        "changed_at": iso_time(_single(attrs, "reqstart")),
+    }
     if req_type == "add":
         values = _added_values(req_mods)
         object_id = object_id or _first(values, "entryuuid")
@@ -133,6 +143,34 @@ def _dn_key(dn: str) -> tuple[tuple[str, str], ...]:
     return tuple((name.lower(), _unescape(value).lower()) for name, value, _ in parse_dn(dn))
 
 
+def record_csn(raw: RawAttributes) -> str | None:
+    """The record's entryCSN, its position; None if it has none."""
+    values = next((values for name, values in raw.items() if name.lower() == "entrycsn"), ())
+    return bytes(values[0]).decode("ascii", "replace") if values else None
+
+
+def csn_lower_bound(position: str, overlap_seconds: float) -> str:
+    """The least CSN a poll from `position` may still have to read.
+
+    A CSN is its own bound. A position without one is a time: a reqStart or a snapshot's time
+    stored before positions were CSNs. The reader that stored it re-checked the overlap window
+    before it for writes that committed late, and may have stopped before doing so: the bound is
+    that window's start. What is read again is applied again in commit order, which leaves the
+    metaverse as it was.
+    """
+    if "#" in position:
+        return position
+    return position_minus(position, overlap_seconds) + _CSN_TAIL
+
+
+def snapshot_position(overlap_seconds: float) -> str:
+    """The position of a snapshot's changes: this host's time, moved back by the overlap window so
+    that a change logged while the snapshot is read is newer (clocks agreeing within the window).
+    A time, not a CSN: after a restore the log's CSNs may be older than what the metaverse holds,
+    and the snapshot must still win."""
+    return position_minus(position_at(datetime.now(timezone.utc)), overlap_seconds)
+
+
 def position_minus(position: str, seconds: float) -> str:
     """The earliest position of the second `seconds` before `position`'s second."""
     moment = datetime.strptime(position[:14], _GENERALIZED_TIME) - timedelta(seconds=seconds)
@@ -143,12 +181,12 @@ def position_at(moment: datetime) -> str:
     return f"{moment.astimezone(timezone.utc):{_GENERALIZED_TIME}}.000000Z"
 
 
-def iso_time(position: str) -> str:
+def iso_time(stamp: str) -> str:
     """``YYYYmmddHHMMSS...`` as ISO 8601 UTC to the second; by slicing, as it runs once per change."""
-    if len(position) < 14 or not position[:14].isdigit():
-        raise RecordError(f"not a generalized time: {position[:40]!r}")
-    p = position
-    return f"{p[0:4]}-{p[4:6]}-{p[6:8]}T{p[8:10]}:{p[10:12]}:{p[12:14]}Z"
+    if len(stamp) < 14 or not stamp[:14].isdigit():
+        raise RecordError(f"not a generalized time: {stamp[:40]!r}")
+    s = stamp
+    return f"{s[0:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:12]}:{s[12:14]}Z"
 
 
 def _move(dn: str, attrs: Mapping[str, list[str]], object_id: str, common: dict) -> DirectoryChange:

@@ -1,29 +1,31 @@
 """OpenLDAP reader that polls the accesslog database (mode ``accesslog-poll``).
 
-Every write is one ``auditWriteObject`` entry named by its ``reqStart``.  A write that began
-earlier can commit after a later one, so a plain ``reqStart >= last`` watermark misses
-changes under concurrent writers (measured: 7-11 of 4,000).  So besides reading what is new
-since its position, the reader re-checks an overlap window before it, twice per window
-length, and publishes the records there it has not returned yet.  The re-check lists only
-``reqStart`` values: re-reading whole records on every poll cost more CPU than the rest of
-the pipeline together.  After a restart the whole window is published again and downstream
-drops what it has seen (same position).
+Every write is one ``auditWriteObject`` entry carrying the write's CSN as its ``entryCSN``; that
+is the change's position. Writes commit in another order than they arrive (their ``reqStart``),
+so a watermark on arrival times skips a write still in flight (measured: 7-11 of 4,000 under
+concurrent writers) and, read later, that write looks older than its successors. The reader reads
+in commit order instead, bounded by the log's ``contextCSN``: the syncprov overlay on the
+accesslog database advances it only once a log entry has committed, and accesslog logs one
+write at a time in CSN order, so no record at or below it is still to come (measured: 4,000
+modifies from 8 writers, polled this way, none missed or read twice). Each poll reads the
+contextCSN C, then the records with a CSN in (position, C] in CSN order; the batch's position is
+the newest CSN read. There is no overlap window to re-check and nothing is read twice, but after
+a snapshot the position is the log's contextCSN read before it: everything at or below it is in
+the snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import datetime, timezone
 
-from ldap3 import DEREF_NEVER, SUBTREE
+from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import position_at, position_minus
+from connectors.accesslog import csn_lower_bound, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap_session import LdapSession
-from streams.contracts import ReadBatch, RejectedRecord, RetriableError
+from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 from streams.topology import Forest
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ class AccesslogPollReader:
         self._scope = ForestScope(forest, self._session, page_size=page_size)
         self._page_size = page_size
         self._returned_up_to: str | None = None
-        self._seen: set[str] = set()
-        self._next_recheck = 0.0
 
     async def read(self, position: str | None) -> ReadBatch:
         if position is None or await asyncio.to_thread(self._log_lost, position):
@@ -61,22 +61,20 @@ class AccesslogPollReader:
     def _poll(self, position: str) -> ReadBatch:
         if position != self._returned_up_to:
             # Not a continuation of our own last batch (start, or a retry after a failed
-            # publish): what was returned before may not be durable, so forget it.
-            self._seen.clear()
+            # publish): what the filter memory learnt since may not be durable.
             self._scope.forget()
-            self._next_recheck = 0.0
-        records = self._search(f"(reqStart>={position})", RECORD_ATTRIBUTES)
-        if time.monotonic() >= self._next_recheck:
-            records += self._late_records(position)
-            self._next_recheck = time.monotonic() + self._capture.overlap_seconds / 2
+        committed = self._committed()
+        since = csn_lower_bound(position, self._capture.overlap_seconds)
+        records = self._records(
+            f"(entryCSN>={escape_filter_chars(since)})(entryCSN<={escape_filter_chars(committed)})"
+        )
         changes, rejected = [], []
         newest = position
-        for start, raw in sorted(records, key=lambda record: record[0]):
-            if start in self._seen:
+        for csn, raw in sorted(records, key=lambda record: record[0]):
+            if csn == position:  # returned with the batch that ended there
                 continue
-            self._seen.add(start)
-            newest = max(newest, start)
-            outcome = self._scope.record_change(raw, start)
+            newest = csn
+            outcome = self._scope.record_change(raw, csn)
             if isinstance(outcome, RejectedRecord):
                 rejected.append(outcome)
             elif outcome is not None:
@@ -85,14 +83,27 @@ class AccesslogPollReader:
         return ReadBatch(changes=tuple(self._scope.publishable(changes)), rejected=tuple(rejected), position=newest)
 
     def _log_lost(self, position: str) -> bool:
-        """Whether the log no longer holds the record `position` names: the directory was
-        restored from a backup taken before it (what was published since is undone), or the log
-        was purged past it (changes after it may be gone unread). Only a snapshot is sure then.
-        Checked when a read does not continue the last one; a snapshot's position (a whole
-        second) names no record."""
+        """Whether the log no longer holds the record `position` names, and is not where that
+        position left it either: the directory was restored from a backup taken before it (what
+        was published since is undone), or the log was purged past it (changes after it may be
+        gone unread). Only a snapshot is sure then. Checked when a read does not continue the
+        last one. A position stored before positions were CSNs names its record by reqStart, or
+        nothing if it is a snapshot's time (a whole second); a snapshot's position now (the log's
+        contextCSN) may name no record, but then the log has not moved since."""
         if position == self._returned_up_to or position.endswith(".000000Z"):
             return False
-        if self._search(f"(reqStart={escape_filter_chars(position)})", ["reqStart"]):
+        named_by = "entryCSN" if "#" in position else "reqStart"
+        with self._session.connection() as connection:
+            connection.search(
+                self._capture.accesslog_base,
+                f"({named_by}={escape_filter_chars(position)})",
+                search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER,
+                attributes=["1.1"],
+            )
+            if any(entry.get("type") == "searchResEntry" for entry in connection.response):
+                return False
+        if self._committed() == position:
             return False
         log.warning(
             "accesslog lacks the reader's position (restored from a backup, or purged past it?), "
@@ -102,20 +113,28 @@ class AccesslogPollReader:
         )
         return True
 
-    def _late_records(self, position: str) -> list[tuple[str, dict]]:
-        """Records of the overlap window before `position` that were not returned yet."""
-        since = position_minus(position, self._capture.overlap_seconds)
-        self._seen = {start for start in self._seen if start >= since}
-        window = self._search(f"(reqStart>={since})(!(reqStart>={position}))", ["reqStart"])
-        unseen = [start for start, _ in window if start not in self._seen]
-        records = []
-        for chunk in range(0, len(unseen), 100):
-            wanted = "".join(f"(reqStart={escape_filter_chars(s)})" for s in unseen[chunk : chunk + 100])
-            records += self._search(f"(|{wanted})", RECORD_ATTRIBUTES)
-        return records
+    def _committed(self) -> str:
+        """The log's contextCSN: no record at or below it is still to come."""
+        base = self._capture.accesslog_base
+        with self._session.connection() as connection:
+            connection.search(
+                base, "(objectClass=*)", search_scope=BASE, dereference_aliases=DEREF_NEVER, attributes=["contextCSN"]
+            )
+            csns = [
+                bytes(value).decode("ascii", "replace")
+                for entry in connection.response
+                for value in entry.get("raw_attributes", {}).get("contextCSN", ())
+            ]
+        if not csns:
+            raise PermanentError(
+                f"forest {self.forest}: {base} has no contextCSN "
+                "(is the syncprov overlay configured on the accesslog database?)"
+            )
+        # One value per server id; a single writable server has one.
+        return max(csns)
 
-    def _search(self, condition: str, attributes: list[str]) -> list[tuple[str, dict]]:
-        """(reqStart, raw attributes) of the successful write records matching `condition`."""
+    def _records(self, condition: str) -> list[tuple[str, dict]]:
+        """(entryCSN, raw attributes) of the successful write records matching `condition`."""
         search_filter = f"(&(objectClass=auditWriteObject)(reqResult=0){condition})"
         with self._session.connection() as connection:
             entries = connection.extend.standard.paged_search(
@@ -123,24 +142,22 @@ class AccesslogPollReader:
                 search_filter,
                 search_scope=SUBTREE,
                 dereference_aliases=DEREF_NEVER,
-                attributes=attributes,
+                attributes=RECORD_ATTRIBUTES,
                 paged_size=self._page_size,
                 generator=False,
             )
             return [
-                (entry["raw_attributes"]["reqStart"][0].decode(), dict(entry["raw_attributes"]))
+                (entry["raw_attributes"]["entryCSN"][0].decode(), dict(entry["raw_attributes"]))
                 for entry in entries
                 if entry.get("type") == "searchResEntry"
             ]
 
     def _snapshot(self) -> ReadBatch:
-        """Every object in scope as an add, positioned where polling then starts.
-
-        The position is taken before the search and moved back by the overlap window, so
-        a change made while the search runs is read again afterwards; re-applying it is
-        harmless (replace/add/delete of values are idempotent in the metaverse).
-        """
-        position = position_minus(position_at(datetime.now(timezone.utc)), self._capture.overlap_seconds)
+        """Every object in scope as an add; polling goes on from the log's contextCSN read before
+        the search, so a write logged during the search is read (and applied) again afterwards,
+        which is harmless (replace/add/delete of values are idempotent in the metaverse)."""
+        position = snapshot_position(self._capture.overlap_seconds)
+        committed = self._committed()
         changes, rejected = self._scope.snapshot(position)
-        self._returned_up_to = None
-        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=position, is_snapshot=True)
+        self._returned_up_to = committed
+        return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=committed, is_snapshot=True)

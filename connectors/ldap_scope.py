@@ -40,8 +40,10 @@ _LOOKUP_CHUNK = 100
 # After this many objects looked up one by one, the kinds come from one scan of base_dn.
 _SCAN_INSTEAD_OF_LOOKUP = 300
 
-# What decode_record needs of an auditWriteObject entry.
+# What decode_record needs of an auditWriteObject entry; entryCSN, its position, is operational
+# and so only sent when asked for by name.
 RECORD_ATTRIBUTES = [
+    "entryCSN",
     "reqStart",
     "reqType",
     "reqDN",
@@ -102,14 +104,15 @@ class ForestScope:
         }
 
     def record_change(
-        self, raw: Mapping[str, Sequence[bytes]], start: str
+        self, raw: Mapping[str, Sequence[bytes]], position: str
     ) -> DirectoryChange | RejectedRecord | None:
-        """One accesslog record as a change in scope, a record for the error topic, or nothing
-        (an operation idsync ignores, or outside base_dn)."""
+        """One accesslog record as a change in scope, a record for the error topic (carrying
+        `position`, what names the record in the log), or nothing (an operation idsync ignores,
+        or outside base_dn)."""
         try:
             change = self.scoped(decode_record(self.forest, raw))
         except RecordError as exc:
-            return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=start)
+            return RejectedRecord(reason=str(exc), raw=raw_json(raw), position=position)
         if change is not None and self._writers and self._writers.wrote(raw.get("reqAuthzID")):
             change = replace(change, written_by_idsync=True)
         return change

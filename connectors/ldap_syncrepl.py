@@ -6,7 +6,9 @@ pushes every new ``auditWriteObject`` entry, each with a Sync State control whos
 entry's CSN. The accesslog overlay serialises logged writes and contextCSN never passes a write
 still in flight, so entries arrive in CSN order (measured: no inversion under 8 concurrent
 writers) and the cookie of the last entry of a batch covers exactly that batch; it becomes the
-batch's position, saved only once the batch is in Kafka.
+batch's position, saved only once the batch is in Kafka. Each change carries its record's CSN
+(``entryCSN``) as its own position, in commit order like the stream; not ``reqStart``, the time
+the write arrived, which two clients writing one object at once can get the other way round.
 
 Starting without a position, the cookie is taken before the snapshot: a refreshOnly search of
 just the accesslog suffix entry returns no entry and a Sync Done whose cookie is the log's
@@ -15,8 +17,8 @@ committed, so a write the cookie covers was committed before the snapshot began 
 shows it; every later write's record is newer than the cookie and is pushed once the sync starts
 from it. A write in between is seen twice, which is harmless because the snapshot's changes carry
 the poll reader's snapshot position (the time before the cookie, minus the overlap window), older
-than the record's reqStart as long as the clocks of idsync and slapd agree within that window,
-as the poll reader also assumes. slapd's cookies hold only the CSN, not the search, so that
+than the record's CSN as long as the clocks of idsync and slapd agree within that window, as the
+poll reader also assumes. slapd's cookies hold only the CSN, not the search, so that
 cookie also serves the subtree search.
 
 ldap3 delivers messages on its receiver thread. They cross to asyncio through a bounded inbox:
@@ -33,13 +35,12 @@ import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from ldap3 import ASYNC_STREAM, BASE, DEREF_NEVER, NONE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import position_at, position_minus
+from connectors.accesslog import record_csn, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap_session import LdapSession, decode_entries_raw_only, sorted_errors
 from connectors.rfc4533 import (
@@ -197,7 +198,7 @@ class AccesslogSyncReader:
         return batch
 
     def _read_snapshot(self) -> ReadBatch:
-        position = position_minus(position_at(datetime.now(timezone.utc)), self._capture.overlap_seconds)
+        position = snapshot_position(self._capture.overlap_seconds)
         cookie = self._log_cookie()
         changes, rejected = self._scope.snapshot(position)
         return ReadBatch(changes=tuple(changes), rejected=tuple(rejected), position=cookie, is_snapshot=True)
@@ -275,8 +276,7 @@ class AccesslogSyncReader:
                 state = self._sync_state(message)
                 if state is None or state.state is SyncState.ADD:
                     raw = message["raw_attributes"]
-                    start = bytes((raw.get("reqStart") or [b""])[0]).decode("utf-8", "replace") or message["dn"]
-                    outcome = self._scope.record_change(raw, start)
+                    outcome = self._scope.record_change(raw, record_csn(raw) or message["dn"])
                     if isinstance(outcome, RejectedRecord):
                         rejected.append(outcome)
                         uncovered = True
@@ -356,7 +356,7 @@ class _SyncStream:
                 raise_exceptions=True,
                 auto_bind=False,
             )
-            decode_entries_raw_only(self._connection)
+            decode_entries_raw_only(self._connection, streaming=True)
             try:
                 self._connection.bind()
                 _keep_alive(self._connection.socket)

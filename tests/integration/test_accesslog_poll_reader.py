@@ -16,9 +16,9 @@ from streams.contracts import RetriableError
 from streams.events import ChangeOp, DirectoryChange
 from streams.topology import Forest
 from tests.conftest import Directories
+from tests.integration.gal import entries
 from tests.integration.readers import (
     Directory,
-    OutOfOrder,
     SourceUnderTest,
     assert_quiet,
     burst_from_concurrent_writers_each_change_once,
@@ -46,12 +46,10 @@ def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path) ->
 
 
 def after(position: str, changes: list[DirectoryChange]) -> list[tuple[ChangeOp, str]]:
-    """The changes made after `position`, each once. A reader that does not continue its own
-    last read (new, or after an outage) reads the overlap window before its position again:
-    what comes again carries the position it was published with, and downstream drops it."""
-    later = [change for change in changes if change.position > position]
-    assert len({change.position for change in later}) == len(later), "a change after the position read twice"
-    return [(change.op, change.dn) for change in later]
+    """The changes read from `position`: each made after it, each once."""
+    assert all(change.position > position for change in changes), "a change at or before the position read again"
+    assert len({change.position for change in changes}) == len(changes), "a change read twice"
+    return [(change.op, change.dn) for change in changes]
 
 
 @pytest.fixture
@@ -70,15 +68,6 @@ async def test_snapshot_then_every_kind_of_change_once_in_order(
     await every_kind_of_change_once_in_order(reader, Directory(directories.forest_a), base, outside)
 
 
-# Known bug: positions are reqStart (when a write arrived), but writes commit in another order.
-# A forward poll from the newest reqStart skips a write of object O still in flight; the same
-# writer's next write of O (newer reqStart) is read first, the skipped one only by the overlap
-# re-check. The metaverse then drops it as older than what it has: that change of O is lost.
-# Reading in commit order (the log entries' entryCSN up to the log's contextCSN, as syncprov
-# does for the push reader) would fix it; the push reader passes this same test. Not strict: a
-# run where no write happened to be in flight at a poll keeps the order. Any other failure
-# (a change lost or read twice) fails the test.
-@pytest.mark.xfail(raises=OutOfOrder, strict=False, reason="late records break per-object order (see above)")
 async def test_burst_of_2000_modifies_from_concurrent_writers_each_seen_once(
     reader: AccesslogPollReader, directories: Directories, base: str
 ) -> None:
@@ -131,14 +120,16 @@ async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path
     assert after(position, changes) == [(ChangeOp.ADD, dn) for dn in (unread, *written)]
 
 
+# Older than anything the log still holds, as after a week-long outage with logpurge 7 days:
+# a CSN, or a reqStart as idsync stored positions before they were CSNs.
+@pytest.mark.parametrize("purged", ["20000101000000.123456Z#000000#000#000000", "20000101000000.123456Z"])
 async def test_a_position_the_log_no_longer_holds_starts_over_with_a_snapshot(
-    reader: AccesslogPollReader, directories: Directories, base: str
+    reader: AccesslogPollReader, directories: Directories, base: str, purged: str
 ) -> None:
     directory = Directory(directories.forest_a)
     user = directory.add_user(base, "survivor")
 
-    # Older than anything the log still holds, as after a week-long outage with logpurge 7 days.
-    batch = await reader.read("20000101000000.123456Z")
+    batch = await reader.read(purged)
     assert batch.is_snapshot and {c.dn for c in batch.changes} == {base, user}
 
     position = await past_snapshot(reader, batch)
@@ -155,8 +146,8 @@ async def test_a_position_the_log_no_longer_holds_starts_over_with_a_snapshot(
 async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
     tmp_path: Path, backup_while_running: bool, write_before_the_reader_returns: bool
 ) -> None:
-    # Positions are times: a write after the restore is newer than the position and would be
-    # read as if nothing happened; what the restore undid would stay published.
+    # A write after the restore gets a CSN newer than the position and would be read as if
+    # nothing happened; what the restore undid would stay published.
     with private_slapd(tmp_path) as instance:
         directory = Directory(instance)
         base = f"ou=people,{instance.suffix}"
@@ -184,6 +175,27 @@ async def test_a_directory_restored_from_a_backup_starts_over_with_a_snapshot(
             assert [change.dn for change in changes] == [later]
         finally:
             await reader.close()
+
+
+async def test_a_position_stored_before_positions_were_csns_reads_the_overlap_window_again(
+    reader: AccesslogPollReader, directories: Directories, base: str
+) -> None:
+    """An older idsync stored the reqStart of the last record it read, and still owed the records
+    that committed late in the overlap window before it: those are read again, with what follows."""
+    directory = Directory(directories.forest_a)
+    last_read = directory.add_user(base, "last.read.by.the.older.idsync")
+    (stored,) = entries(directories.forest_a, "cn=accesslog", f"(&(reqDN={last_read})(reqType=add))", ["reqStart"]).values()
+    later = [directory.add_user(base, f"after.the.upgrade.{n}") for n in range(2)]
+
+    first = await reader.read(stored["reqstart"][0])
+    assert not first.is_snapshot
+    more, resumed = await read_until(reader, first.position, lambda seen: has_dns(*later)([*first.changes, *seen]))
+    changes = [*first.changes, *more]
+    assert "#" in resumed
+    # The record at the stored position is in the window; downstream applies it again, in order.
+    assert [(c.op, c.dn) for c in changes][-3:] == [(ChangeOp.ADD, dn) for dn in (last_read, *later)]
+    assert len({c.position for c in changes}) == len(changes)
+    await assert_quiet(reader, resumed)
 
 
 async def test_hostile_entries_are_published_or_dead_lettered(

@@ -89,9 +89,10 @@ def test_kill_during_a_burst_loses_no_change(gal: GalDeployment, forest: str) ->
         gal.directories[forest],
         "cn=accesslog",
         f"(&(objectClass=auditModify)(reqStart>={started}.000000Z))",
-        attributes=["reqStart", "reqDN"],
+        attributes=["entryCSN", "reqDN"],
     )
-    expected = {attrs["reqstart"][0] for attrs in log.values() if attrs["reqdn"][0].startswith("uid=burst")}
+    # A change's position is its log record's CSN.
+    expected = {attrs["entrycsn"][0] for attrs in log.values() if attrs["reqdn"][0].startswith("uid=burst")}
     assert len(expected) == USERS * ROUNDS
     changes = asyncio.run(published_changes(gal.broker.bootstrap_servers, gal.topology.kafka.topics.changes, FOREST_NAMES[forest]))
     missing = expected - {change.position for change in changes}

@@ -1,16 +1,25 @@
+from datetime import datetime, timezone
+
 import pytest
 
 from connectors.accesslog import (
     RecordError,
+    csn_lower_bound,
     decode_record,
     iso_time,
     parse_modifications,
+    position_at,
     position_minus,
+    record_csn,
+    snapshot_position,
 )
 from streams.events import ChangeOp, Modification, ModOp, ObjectKind
 
+CSN = "20261122050422.517563Z#000000#000#000000"
+
 
 def record(**attrs):
+    attrs = {"entryCSN": [CSN]} | attrs
     return {name: [v.encode() if isinstance(v, str) else v for v in values] for name, values in attrs.items()}
 
 
@@ -18,7 +27,8 @@ def test_add_becomes_full_entry_without_operational_attributes():
     change = decode_record(
         "forest-a",
         record(
-            reqStart=["20261122050422.000006Z"],
+            entryCSN=["20261122050423.000140Z#000000#000#000000"],
+            reqStart=["20261122050422.999990Z"],
             reqType=["add"],
             reqDN=["uid=alice,ou=people,dc=x"],
             reqMod=[
@@ -38,7 +48,8 @@ def test_add_becomes_full_entry_without_operational_attributes():
         "cn": ("Alice A",),
         "mail": ("alice@x.test",),
     }
-    assert change.position == "20261122050422.000006Z"
+    # Positioned where the write committed, dated when it arrived.
+    assert change.position == "20261122050423.000140Z#000000#000#000000"
     assert change.changed_at == "2026-11-22T05:04:22Z"
 
 
@@ -109,7 +120,11 @@ def test_delete_carries_dn_and_uuid():
 @pytest.mark.parametrize(
     "attrs, reason",
     [
-        ({"reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"]}, "no reqstart"),
+        ({"reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"], "reqEntryUUID": ["u"]}, "no reqstart"),
+        (
+            {"entryCSN": [], "reqStart": ["20261122050422.000001Z"], "reqType": ["delete"], "reqDN": ["cn=a"], "reqEntryUUID": ["u"]},
+            "no entrycsn",
+        ),
         (
             {"reqStart": ["20261122050422.000001Z"], "reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"]},
             "no entryUUID",
@@ -155,6 +170,31 @@ def test_position_arithmetic_is_ordered_text():
     assert position_minus("20261122050422.000012Z", 2) == "20261122050420.000000Z"
     assert position_minus("20260101000000.000001Z", 1.5) < "20260101000000.000001Z"
     assert iso_time("20261122050422.000012Z") == "2026-11-22T05:04:22Z"
+
+
+def test_a_csn_position_is_its_own_lower_bound():
+    assert csn_lower_bound(CSN, 2) == CSN
+
+
+def test_a_position_from_before_csns_is_read_again_from_the_overlap_window_before_it():
+    # A reqStart stored by an older idsync: that reader still owed the window's late commits.
+    bound = csn_lower_bound("20261122050422.000012Z", 2)
+    assert bound == "20261122050420.000000Z#000000#000#000000"
+    late_commit = "20261122050421.300000Z#000000#000#000000"  # arrived before the position
+    assert bound <= late_commit
+    # A snapshot's time as an older idsync stored it: the same rule.
+    assert csn_lower_bound("20261122050422.000000Z", 2) == bound
+
+
+def test_record_csn_names_the_record_whatever_the_attribute_spelling():
+    assert record_csn({"entrycsn": [CSN.encode()]}) == CSN
+    assert record_csn({"reqStart": [b"20261122050422.000001Z"]}) is None
+
+
+def test_a_snapshot_position_is_a_time_older_than_the_csns_of_writes_after_it():
+    position = snapshot_position(2)
+    assert position.endswith(".000000Z") and "#" not in position
+    assert position < position_minus(position_at(datetime.now(timezone.utc)), 1) + "#000000#000#000000"
 
 
 def test_within_compares_dns_by_components():

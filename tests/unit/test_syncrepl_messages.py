@@ -61,7 +61,9 @@ def reader() -> AccesslogSyncReader:
 
 def entry(n: int, *, dn: str = f"uid=u,{BASE}", state: SyncState = SyncState.ADD, cookie_: bytes | None = None, control: bytes | None = None, **raw) -> dict:
     attributes = {
-        "reqStart": [f"20261122050422.{n:06d}Z".encode()],
+        "entryCSN": [csn(n).encode()],
+        # Arrived in the reverse order: the position must be where the write committed.
+        "reqStart": [f"20261122050422.{1000 - n:06d}Z".encode()],
         "reqType": [b"modify"],
         "reqDN": [dn.encode()],
         "reqEntryUUID": [b"ece5c9ac-7a7d-103f-8f6f-3b1f2e0c7a11"],
@@ -70,10 +72,14 @@ def entry(n: int, *, dn: str = f"uid=u,{BASE}", state: SyncState = SyncState.ADD
     value = control if control is not None else encode_sync_state(SyncStateControl(state=state, entry_uuid=LOG_UUID, cookie=cookie_))
     return {
         "type": "searchResEntry",
-        "dn": f"reqStart=20261122050422.{n:06d}Z,cn=accesslog",
+        "dn": f"reqStart=20261122050422.{1000 - n:06d}Z,cn=accesslog",
         "raw_attributes": attributes,
         "controls": {SYNC_STATE_OID: {"value": value}},
     }
+
+
+def csn(n: int) -> str:
+    return f"20261122050423.{n:06d}Z#000000#000#000000"
 
 
 def info(kind: SyncInfoKind, cookie_: bytes | None = None) -> dict:
@@ -82,7 +88,7 @@ def info(kind: SyncInfoKind, cookie_: bytes | None = None) -> dict:
 
 def test_each_entry_carries_its_cookie_so_the_last_one_covers_the_batch(reader):
     received = reader._decode([entry(1, cookie_=cookie(1)), entry(2, cookie_=cookie(2))])
-    assert [c.position for c in received.changes] == ["20261122050422.000001Z", "20261122050422.000002Z"]
+    assert [c.position for c in received.changes] == [csn(1), csn(2)]
     assert [c.op for c in received.changes] == [ChangeOp.MODIFY, ChangeOp.MODIFY]
     assert received.cookie == cookie(2) and not received.uncovered
 
@@ -117,12 +123,18 @@ def test_changes_outside_base_dn_are_dropped_without_leaving_anything_uncovered(
 def test_a_record_that_cannot_be_decoded_is_rejected_and_the_stream_goes_on(reader):
     broken = entry(2, cookie_=cookie(2), reqType=[], reqMod=[b"\xff\xfe not an attribute"])
     received = reader._decode([entry(1, cookie_=cookie(1)), broken, entry(3, cookie_=cookie(3))])
-    assert [c.position for c in received.changes] == ["20261122050422.000001Z", "20261122050422.000003Z"]
+    assert [c.position for c in received.changes] == [csn(1), csn(3)]
     (rejected,) = received.rejected
     assert isinstance(rejected, RejectedRecord)
-    assert rejected.position == "20261122050422.000002Z" and "reqtype" in rejected.reason
+    assert rejected.position == csn(2) and "reqtype" in rejected.reason
     assert orjson.loads(rejected.raw)["reqDN"] == [f"uid=u,{BASE}"]
     assert received.cookie == cookie(3)
+
+
+def test_a_record_without_its_csn_is_rejected_under_its_log_entry_name(reader):
+    received = reader._decode([entry(1, cookie_=cookie(1), entryCSN=[])])
+    (rejected,) = received.rejected
+    assert rejected.position == entry(1)["dn"] and "entrycsn" in rejected.reason
 
 
 def test_an_unreadable_sync_state_keeps_the_change_but_not_its_cookie(reader):
@@ -214,11 +226,11 @@ async def test_after_a_failed_decode_the_next_read_starts_over(scripted, monkeyp
     reader = AccesslogSyncReader(reader_forest(), idle_seconds=0.01)
     lookups = iter([RetriableError("lookup failed"), None])
 
-    def record_change(raw, start):
+    def record_change(raw, position):
         failure = next(lookups, None)
         if failure is not None:
             raise failure
-        return original(raw, start)
+        return original(raw, position)
 
     original = reader._scope.record_change
     monkeypatch.setattr(reader._scope, "record_change", record_change)
@@ -227,4 +239,4 @@ async def test_after_a_failed_decode_the_next_read_starts_over(scripted, monkeyp
         await reader.read(start)
     batch = await reader.read(start)
     assert scripted == [cookie(0), cookie(0)]
-    assert [c.position for c in batch.changes] == ["20261122050422.000001Z", "20261122050422.000002Z"]
+    assert [c.position for c in batch.changes] == [csn(1), csn(2)]
