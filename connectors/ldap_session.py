@@ -110,30 +110,33 @@ def _discard(connection: Connection) -> None:
             connection.socket.close()
 
 
-def decode_entries_raw_only(connection: Connection) -> None:
+def decode_entries_raw_only(connection: Connection, *, streaming: bool = False) -> None:
     """Make `connection` decode search entries without formatting their values as text.
 
     ldap3 builds a schema-formatted copy of every attribute, which the connectors never read
     (they work on ``raw_attributes``): on the push reader that was two thirds of decoding an
-    entry (bench/reader_to_kafka.py). ``attributes`` still exists, holding raw values, because
-    ldap3's own post-processing (empty attributes, ranged values) edits it alongside
-    ``raw_attributes``; nothing here reads ldap3's ``connection.entries``, which would need the
-    formatted values. Other responses are decoded by ldap3 as before."""
+    entry (bench/reader_to_kafka.py). A connection that searches the usual way still gets an
+    ``attributes`` copy of the raw values, because ldap3's post-processing of a finished search
+    (empty attributes, ranged values) edits it alongside ``raw_attributes``; a `streaming`
+    (persistent search) connection skips that processing, and the copy. Nothing here reads
+    ldap3's ``connection.entries``, which would need the formatted values. Other responses are
+    decoded by ldap3 as before."""
     strategy = connection.strategy
     decode_response = strategy.decode_response_fast
     case_insensitive = get_config_parameter("CASE_INSENSITIVE_ATTRIBUTE_NAMES")
+    new_dict = CaseInsensitiveDict if case_insensitive else dict
 
     def decode_entry(message: dict) -> dict:
         if message["protocolOp"] != _SEARCH_RESULT_ENTRY:
             return decode_response(message)
         name, attributes = message["payload"][0][3], message["payload"][1][3]
-        raw, copy = (CaseInsensitiveDict(), CaseInsensitiveDict()) if case_insensitive else ({}, {})
+        raw = new_dict()
         for attribute in attributes:
             type_and_values = attribute[3]
-            attribute_type = _text(type_and_values[0][3])
-            raw[attribute_type] = [bytes(value[3]) for value in type_and_values[1][3]]
-            copy[attribute_type] = list(raw[attribute_type])
-        entry = {"type": "searchResEntry", "dn": _text(name), "raw_attributes": raw, "attributes": copy}
+            raw[_text(type_and_values[0][3])] = [bytes(value[3]) for value in type_and_values[1][3]]
+        entry = {"type": "searchResEntry", "dn": _text(name), "raw_attributes": raw}
+        if not streaming:
+            entry["attributes"] = new_dict((name, list(values)) for name, values in raw.items())
         if message["controls"]:
             entry["controls"] = dict(strategy.decode_control_fast(control[3]) for control in message["controls"])
         return entry
