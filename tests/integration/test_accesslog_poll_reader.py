@@ -184,7 +184,8 @@ async def test_a_position_stored_before_positions_were_csns_reads_the_overlap_wi
     that committed late in the overlap window before it: those are read again, with what follows."""
     directory = Directory(directories.forest_a)
     last_read = directory.add_user(base, "last.read.by.the.older.idsync")
-    (stored,) = entries(directories.forest_a, "cn=accesslog", f"(&(reqDN={last_read})(reqType=add))", ["reqStart"]).values()
+    log = entries(directories.forest_a, "cn=accesslog", f"(&(reqDN={last_read})(reqType=add))", ["reqStart"])
+    (stored,) = log.values()
     later = [directory.add_user(base, f"after.the.upgrade.{n}") for n in range(2)]
 
     first = await reader.read(stored["reqstart"][0])

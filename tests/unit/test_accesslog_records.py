@@ -122,7 +122,13 @@ def test_delete_carries_dn_and_uuid():
     [
         ({"reqType": ["add"], "reqDN": ["cn=a"], "reqMod": ["cn:+ a"], "reqEntryUUID": ["u"]}, "no reqstart"),
         (
-            {"entryCSN": [], "reqStart": ["20261122050422.000001Z"], "reqType": ["delete"], "reqDN": ["cn=a"], "reqEntryUUID": ["u"]},
+            {
+                "entryCSN": [],
+                "reqStart": ["20261122050422.000001Z"],
+                "reqType": ["delete"],
+                "reqDN": ["cn=a"],
+                "reqEntryUUID": ["u"],
+            },
             "no entrycsn",
         ),
         (
