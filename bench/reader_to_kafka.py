@@ -5,7 +5,8 @@ and run for accesslog-sync, accesslog-poll and generic-poll (a fresh accesslog e
 mode pays for another's log), one Samba DC for ad-dirsync and ad-usn-poll (provisioning is the
 slow part, so it is done once). Each mode gets topics and a forest name of its own. Per mode:
 - latency: the runner (reader -> ChangePublisher, acks=all -> PositionStore) runs past its
-  snapshot; a thread writes modifies at a steady rate; a change's latency is from just before
+  snapshot and the first poll after it; a thread writes modifies at a steady rate (the first
+  second of them a warm-up, not counted); a change's latency is from just before
   its modify was sent until a consumer of the changes topic, in a process of its own, received it;
 - backlog: the runner is stopped, N modifies are written as fast as one connection goes (that
   write rate is the reference), then a new runner resumes from the stored position; the figure
@@ -108,6 +109,8 @@ class ChangeWatcher:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.seen_at: dict[str, float] = {}
         self.snapshots_ended = 0
+        # When the last change of any kind arrived (CLOCK_MONOTONIC).
+        self.last_change_at = time.monotonic()
         context = multiprocessing.get_context("spawn")
         self._arrivals = context.Queue()
         self._stopping = context.Event()
@@ -137,8 +140,10 @@ class ChangeWatcher:
                 break
             if isinstance(report, str):
                 raise RuntimeError(f"the watcher failed: {report}")
-            ended, arrivals = report
+            ended, changes, arrivals = report
             self.snapshots_ended += ended
+            if changes:
+                self.last_change_at = time.monotonic()
             for tag, received_at in arrivals:
                 self.seen_at.setdefault(tag, received_at)
         if not self._process.is_alive():
@@ -146,7 +151,7 @@ class ChangeWatcher:
 
 
 def _watch(bootstrap_servers: str, topic: str, arrivals: multiprocessing.Queue, stopping: ProcessEvent) -> None:
-    """In the watcher's process: report (snapshots ended, [(tag, arrival time)]) per poll."""
+    """In the watcher's process: report (snapshots ended, changes, [(tag, arrival time)]) per poll."""
     try:
         asyncio.run(_consume(bootstrap_servers, topic, arrivals, stopping))
     except BaseException as exc:  # reported to the bench by check()
@@ -164,18 +169,19 @@ async def _consume(bootstrap_servers: str, topic: str, arrivals: multiprocessing
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=100)
             received_at = time.monotonic()
-            ended, seen = 0, []
+            ended, changes, seen = 0, 0, []
             for records in batches.values():
                 for record in records:
                     data = parse(record.value)
                     if data.get("schema") == SnapshotMarker.SCHEMA:
                         ended += SnapshotMarker.from_dict(data).phase is SnapshotPhase.END
                     elif data.get("schema") == DirectoryChange.SCHEMA:
+                        changes += 1
                         tag = tag_of(DirectoryChange.from_dict(data))
                         if tag is not None:
                             seen.append((tag, received_at))
-            if ended or seen:
-                arrivals.put((ended, seen))
+            if ended or changes:
+                arrivals.put((ended, changes, seen))
     finally:
         await consumer.stop()
 
@@ -318,6 +324,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure_latency(directory: Directory, watcher: ChangeWatcher, tags: list[str], rate: float) -> list[float]:
+    """Latencies of the tags after the first second's (a warm-up: the writer's first modifies
+    after the pool was added wait on the directory itself, hundreds of ms at times)."""
     sent_at: dict[str, float] = {}
     writer = asyncio.create_task(asyncio.to_thread(write, directory, tags, rate, sent_at))
     try:
@@ -326,7 +334,8 @@ async def measure_latency(directory: Directory, watcher: ChangeWatcher, tags: li
     finally:
         if not writer.done():
             await asyncio.wait([writer])
-    return [(watcher.seen_at[tag] - sent_at[tag]) * 1000 for tag in tags if tag in watcher.seen_at]
+    warm_up = round(rate)
+    return [(watcher.seen_at[tag] - sent_at[tag]) * 1000 for tag in tags[warm_up:] if tag in watcher.seen_at]
 
 
 async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, workdir: Path, run: int, args: argparse.Namespace) -> ModeResult:
@@ -336,14 +345,17 @@ async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, wor
         directory.server, directory.base_dn, workdir / f"{name}.password", name=name,
         **reader_capture(mode, args.poll_interval),
     )
-    live = [f"{name}-live-{n}" for n in range(round(args.rate * args.seconds))]
+    live = [f"{name}-live-{n}" for n in range(round(args.rate * (args.seconds + 1)))]
     backlog_size = args.backlog if mode in SLAPD_MODES else args.ad_backlog
     backlog = [f"{name}-backlog-{n}" for n in range(backlog_size)]
     with ChangeWatcher(broker.bootstrap_servers, kafka.topics.changes) as watcher:
         async with running_reader(forest, kafka):
-            # Latency is measured past the snapshot: the runner saved its position right after END.
+            # Latency is measured in the steady state: past the snapshot, and past the first poll
+            # after it, which re-reads the overlap window before the snapshot (the polling modes;
+            # here that holds the pool's users, just added).
             if not await wait_until(lambda: watcher.snapshots_ended >= 1, timeout=120, watcher=watcher):
                 raise TimeoutError(f"{mode}: no snapshot published")
+            await wait_until(lambda: time.monotonic() - watcher.last_change_at > 1.0, timeout=60, watcher=watcher)
             latencies = await measure_latency(directory, watcher, live, args.rate)
         write_seconds = await asyncio.to_thread(write, directory, backlog, None, {})
         started = time.monotonic()
@@ -354,7 +366,7 @@ async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, wor
         raise RuntimeError(f"{mode}: no bench change arrived in Kafka")
     return ModeResult(
         p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99),
-        live_received=len(latencies), live_sent=len(live),
+        live_received=len(latencies), live_sent=len(live) - round(args.rate),
         read_rate=len(arrivals) / (max(arrivals) - started), write_rate=len(backlog) / write_seconds,
         backlog_received=len(arrivals), backlog_sent=len(backlog), first_event_ms=(min(arrivals) - started) * 1000,
         sustained_rate=(len(arrivals) - 1) / max(max(arrivals) - min(arrivals), 1e-3),
