@@ -9,9 +9,10 @@ accesslog database advances it only once a log entry has committed, and accesslo
 write at a time in CSN order, so no record at or below it is still to come (measured: 4,000
 modifies from 8 writers, polled this way, none missed or read twice). Each poll reads the
 contextCSN C, then the records with a CSN in (position, C] in CSN order; the batch's position is
-the newest CSN read. There is no overlap window to re-check and nothing is read twice, but after
-a snapshot the position is the log's contextCSN read before it: everything at or below it is in
-the snapshot.
+the newest CSN read. There is no overlap window to re-check and nothing is read twice. After a
+snapshot the position is the log's contextCSN read before it: everything at or below it is in
+the snapshot. A position stored before positions were CSNs (a reqStart) is read from the overlap
+window before it (connectors.accesslog.csn_lower_bound).
 """
 
 from __future__ import annotations
