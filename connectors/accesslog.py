@@ -163,6 +163,12 @@ def csn_lower_bound(position: str, overlap_seconds: float) -> str:
     return position_minus(position, overlap_seconds) + _CSN_TAIL
 
 
+def csn_after(csn: str, seconds: float) -> str:
+    """The least CSN `seconds` after `csn`'s time (to the microsecond)."""
+    moment = datetime.strptime(csn[:21], _GENERALIZED_TIME + ".%f") + timedelta(seconds=seconds)
+    return f"{moment:{_GENERALIZED_TIME}.%f}Z{_CSN_TAIL}"
+
+
 def snapshot_position(overlap_seconds: float) -> str:
     """The position of a snapshot's changes: this host's time, moved back by the overlap window so
     that a change logged while the snapshot is read is newer (clocks agreeing within the window).

@@ -23,13 +23,27 @@ import logging
 from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import csn_lower_bound, snapshot_position
+from connectors.accesslog import csn_after, csn_lower_bound, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap_session import LdapSession
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 from streams.topology import Forest
 
 log = logging.getLogger(__name__)
+
+# A poll reads the log a span of time at a time; the span adapts so that one read holds about
+# this many records, which bounds the memory a long backlog takes.
+_SPAN_RECORDS = 5000
+_FIRST_SPAN_SECONDS = 1.0
+_SPAN_LIMITS = (0.01, 86_400.0)
+
+
+def _next_span(span: float, records: int) -> float:
+    if records > _SPAN_RECORDS:
+        span /= 2
+    elif records < _SPAN_RECORDS / 4:
+        span *= 2
+    return min(max(span, _SPAN_LIMITS[0]), _SPAN_LIMITS[1])
 
 
 class AccesslogPollReader:
@@ -42,6 +56,7 @@ class AccesslogPollReader:
         self._scope = ForestScope(forest, self._session, page_size=page_size)
         self._page_size = page_size
         self._returned_up_to: str | None = None
+        self._span_seconds = _FIRST_SPAN_SECONDS
 
     async def read(self, position: str | None) -> ReadBatch:
         if position is None or await asyncio.to_thread(self._log_lost, position):
@@ -64,20 +79,9 @@ class AccesslogPollReader:
             # Not a continuation of our own last batch (start, or a retry after a failed
             # publish): what the filter memory learnt since may not be durable.
             self._scope.forget()
-        committed = self._committed()
-        since = csn_lower_bound(position, self._capture.overlap_seconds)
-        # slapd serves a CSN range by scanning the log (~20 ms per 10,000 records): an idle poll
-        # reads only the suffix entry.
-        records = (
-            self._records(f"(entryCSN>={escape_filter_chars(since)})(entryCSN<={escape_filter_chars(committed)})")
-            if committed > since
-            else []
-        )
         changes, rejected = [], []
         newest = position
-        for csn, raw in sorted(records, key=lambda record: record[0]):
-            if csn == position:  # returned with the batch that ended there
-                continue
+        for csn, raw in self._records_after(position, self._committed()):
             newest = csn
             outcome = self._scope.record_change(raw, csn)
             if isinstance(outcome, RejectedRecord):
@@ -137,6 +141,28 @@ class AccesslogPollReader:
             )
         # One value per server id; a single writable server has one.
         return max(csns)
+
+    def _records_after(self, position: str, committed: str) -> list[tuple[str, dict]]:
+        """The records after `position` up to `committed`, in CSN order, from the first span of
+        log time after `position` that holds any, and at most _SPAN_RECORDS of them: a long
+        backlog is read a bounded step at a time. The span adapts to hold about _SPAN_RECORDS
+        records; an empty stretch of log is crossed with doubling spans."""
+        since = csn_lower_bound(position, self._capture.overlap_seconds)
+        span = self._span_seconds
+        # slapd serves a CSN range by scanning the log (~20 ms per 10,000 records): an idle poll
+        # reads only the suffix entry (committed is not past the position).
+        while since < committed:
+            upper = min(committed, csn_after(since, span))
+            condition = f"(entryCSN>={escape_filter_chars(since)})(entryCSN<={escape_filter_chars(upper)})"
+            # The record at the position itself was returned with the batch that ended there.
+            found = sorted((r for r in self._records(condition) if r[0] != position), key=lambda record: record[0])
+            if found:
+                if upper < committed:  # the span, not the log's end, bounded this read
+                    self._span_seconds = _next_span(span, len(found))
+                # Every record up to `upper` is in hand: stopping at any of them loses none.
+                return found[:_SPAN_RECORDS]
+            since, span = upper, min(span * 2, _SPAN_LIMITS[1])
+        return []
 
     def _records(self, condition: str) -> list[tuple[str, dict]]:
         """(entryCSN, raw attributes) of the successful write records matching `condition`."""

@@ -3,6 +3,8 @@ writers, resuming, outages, a restored directory, hostile entries."""
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -95,6 +97,34 @@ async def test_a_new_reader_resumes_from_a_returned_position(directories: Direct
     finally:
         await second.close()
     assert after(position, changes) == [(ChangeOp.ADD, dn) for dn in missed] + [(ChangeOp.MODIFY, seen)]
+
+
+async def test_a_backlog_is_read_a_bounded_span_at_a_time_and_an_idle_gap_is_crossed(
+    directories: Directories, base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("connectors.ldap_accesslog._SPAN_RECORDS", 40)
+    monkeypatch.setattr("connectors.ldap_accesslog._FIRST_SPAN_SECONDS", 0.05)
+    directory = Directory(directories.forest_a)
+    forest = forest_config(directories.forest_a, base, tmp_path / "password")
+    reader = AccesslogPollReader(forest)
+    try:
+        position = await past_snapshot(reader, await reader.read(None))
+        await asyncio.sleep(1.5)  # an idle gap many first spans long, crossed within one poll
+        user = directory.add_user(base, "spans")
+        with directory.connection() as connection:
+            for n in range(400):
+                connection.modify(user, {"description": [(ldap3.MODIFY_REPLACE, [f"v{n}"])]})
+        batches = []
+        while sum(len(batch) for batch in batches) < 401:
+            batch = await reader.read(position)
+            batches.append(batch.changes)
+            position = batch.position
+    finally:
+        await reader.close()
+    changes = [change for batch in batches for change in batch]
+    assert [c.op for c in changes] == [ChangeOp.ADD] + [ChangeOp.MODIFY] * 400
+    assert [c.modifications[0].values[0] for c in changes[1:]] == [f"v{n}" for n in range(400)]
+    assert max(len(batch) for batch in batches) <= 40, "a read held more than _SPAN_RECORDS records"
 
 
 async def test_slapd_stopped_raises_retriable_then_resumes_without_loss(tmp_path: Path) -> None:

@@ -221,3 +221,20 @@ def test_within_compares_dns_by_components():
 def test_binary_values_travel_base64_encoded_under_a_marked_name():
     (mod,) = parse_modifications([b"jpegPhoto:= \xff\xd8\xff\x00"])
     assert mod == Modification(attribute="jpegPhoto;base64", op=ModOp.REPLACE, values=("/9j/AA==",))
+
+
+def test_csn_after_moves_the_time_to_the_microsecond_and_carries_over():
+    from connectors.accesslog import csn_after
+
+    assert csn_after("20261122053453.189566Z#000003#000#000000", 1.5) == "20261122053454.689566Z#000000#000#000000"
+    assert csn_after("20261231235959.999999Z#000000#000#000000", 0.000001) == "20270101000000.000000Z#000000#000#000000"
+
+
+def test_the_poll_span_halves_when_crowded_doubles_when_sparse_and_stays_bounded():
+    from connectors.ldap_accesslog import _SPAN_LIMITS, _SPAN_RECORDS, _next_span
+
+    assert _next_span(8.0, _SPAN_RECORDS + 1) == 4.0
+    assert _next_span(8.0, _SPAN_RECORDS // 2) == 8.0
+    assert _next_span(8.0, 1) == 16.0
+    assert _next_span(_SPAN_LIMITS[0], 10 * _SPAN_RECORDS) == _SPAN_LIMITS[0]
+    assert _next_span(_SPAN_LIMITS[1], 0) == _SPAN_LIMITS[1]
