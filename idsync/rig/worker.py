@@ -17,6 +17,9 @@ class WorkerProcess:
             [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology)],
             log_path=log_path,
             env={**os.environ, **env},
+            # faust keeps its <app_id>-data directory in the working directory: the test's, not
+            # the repository.
+            cwd=log_path.parent,
         )
         self.log_path = log_path
 
