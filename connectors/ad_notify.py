@@ -21,9 +21,8 @@ import logging
 import threading
 
 from ldap3 import ASYNC_STREAM, NONE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException
 
-from connectors.ldap_session import sorted_errors
+from connectors.ldap_session import end_persistent_search, sorted_errors
 from streams.backoff import Backoff
 from streams.contracts import ConnectorError
 from streams.topology import Forest
@@ -155,20 +154,8 @@ class _Subscription:
 
     def _teardown(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        receiver = connection.strategy.receiver
-        try:
-            if self._search is not None:
-                self._search.stop(unbind=True)
-            else:
-                connection.unbind()
-        except (LDAPException, OSError):
-            pass  # the connection is already gone
-        if connection.socket is not None:
-            connection.socket.close()  # ldap3 leaves the socket of a refused connection open
-        if receiver is not None:
-            receiver.join(self._timeout)
+        if connection is not None:
+            end_persistent_search(connection, self._search, timeout=self._timeout)
 
     def _receive(self, message: dict) -> None:
         """On ldap3's receiver thread."""

@@ -110,6 +110,23 @@ def _discard(connection: Connection) -> None:
             connection.socket.close()
 
 
+def end_persistent_search(connection: Connection, search, *, timeout: float) -> None:
+    """Blocking: abandon a persistent search (if it was sent), unbind, close the socket and wait
+    for ldap3's receiver thread; a connection that is already gone is fine."""
+    receiver = connection.strategy.receiver
+    try:
+        if search is not None:
+            search.stop(unbind=True)
+        else:
+            connection.unbind()
+    except (ldap_errors.LDAPException, OSError):
+        pass  # the connection is already gone
+    if connection.socket is not None:
+        connection.socket.close()  # ldap3 leaves the socket of a refused connection open
+    if receiver is not None:
+        receiver.join(timeout)
+
+
 def decode_entries_raw_only(connection: Connection, *, streaming: bool = False) -> None:
     """Make `connection` decode search entries without formatting their values as text.
 

@@ -37,12 +37,12 @@ from collections import deque
 from dataclasses import dataclass
 
 from ldap3 import ASYNC_STREAM, BASE, DEREF_NEVER, NONE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException, LDAPOperationResult
+from ldap3.core.exceptions import LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
 from connectors.accesslog import record_csn, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_session import LdapSession, decode_entries_raw_only, sorted_errors
+from connectors.ldap_session import LdapSession, decode_entries_raw_only, end_persistent_search, sorted_errors
 from connectors.rfc4533 import (
     E_SYNC_REFRESH_REQUIRED,
     SYNC_DONE_OID,
@@ -399,20 +399,8 @@ class _SyncStream:
 
     def _teardown(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        receiver = connection.strategy.receiver
-        try:
-            if self._search is not None:
-                self._search.stop(unbind=True)
-            else:
-                connection.unbind()
-        except (LDAPException, OSError):
-            pass  # the connection is already gone
-        if connection.socket is not None:
-            connection.socket.close()  # ldap3 leaves the socket of a refused connection open
-        if receiver is not None:
-            receiver.join(self._timeout)
+        if connection is not None:
+            end_persistent_search(connection, self._search, timeout=self._timeout)
 
     def _receive(self, message: dict) -> None:
         """On ldap3's receiver thread: hand the message over, waiting while the inbox is full."""
