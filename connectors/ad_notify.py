@@ -20,9 +20,9 @@ import asyncio
 import logging
 import threading
 
-from ldap3 import ASYNC_STREAM, NONE, SUBTREE, Connection, Server
+from ldap3 import SUBTREE, Connection
 
-from connectors.ldap_session import end_persistent_search, sorted_errors
+from connectors.ldap_session import end_persistent_search, sorted_errors, streaming_connection
 from streams.backoff import Backoff
 from streams.contracts import ConnectorError
 from streams.topology import Forest
@@ -128,14 +128,7 @@ class _Subscription:
         with self._lifecycle, sorted_errors(self._forest.name):
             if self._closed:
                 return
-            self._connection = Connection(
-                Server(self._forest.url, get_info=NONE, connect_timeout=self._timeout),
-                user=self._forest.bind_dn,
-                password=self._forest.password.reveal(),
-                client_strategy=ASYNC_STREAM,
-                raise_exceptions=True,
-                auto_bind=False,
-            )
+            self._connection = streaming_connection(self._forest, timeout=self._timeout)
             try:
                 self._connection.bind()
                 # ldap3 puts NOTIFICATION_OID on this search, with the filter AD requires.

@@ -10,7 +10,7 @@ import logging
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from ldap3 import NONE, SYNC, Connection, Server
+from ldap3 import ASYNC_STREAM, NONE, SYNC, Connection, Server
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.ciDict import CaseInsensitiveDict
 from ldap3.utils.config import get_config_parameter
@@ -108,6 +108,19 @@ def _discard(connection: Connection) -> None:
     finally:
         if connection.socket is not None:
             connection.socket.close()
+
+
+def streaming_connection(forest: Forest, *, timeout: int) -> Connection:
+    """An unbound connection for a persistent search: ldap3's receiver thread hands every
+    message of the search to its callback as it arrives."""
+    return Connection(
+        Server(forest.url, get_info=NONE, connect_timeout=timeout),
+        user=forest.bind_dn,
+        password=forest.password.reveal(),
+        client_strategy=ASYNC_STREAM,
+        raise_exceptions=True,
+        auto_bind=False,
+    )
 
 
 def end_persistent_search(connection: Connection, search, *, timeout: float) -> None:

@@ -36,13 +36,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from ldap3 import ASYNC_STREAM, BASE, DEREF_NEVER, NONE, SUBTREE, Connection, Server
+from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 from ldap3.core.exceptions import LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
 from connectors.accesslog import record_csn, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_session import LdapSession, decode_entries_raw_only, end_persistent_search, sorted_errors
+from connectors.ldap_session import LdapSession, decode_entries_raw_only, end_persistent_search, sorted_errors, streaming_connection
 from connectors.rfc4533 import (
     E_SYNC_REFRESH_REQUIRED,
     SYNC_DONE_OID,
@@ -348,14 +348,7 @@ class _SyncStream:
         with self._lifecycle, sorted_errors(self._forest.name):
             if self._closed:
                 return
-            self._connection = Connection(
-                Server(self._forest.url, get_info=NONE, connect_timeout=self._timeout),
-                user=self._forest.bind_dn,
-                password=self._forest.password.reveal(),
-                client_strategy=ASYNC_STREAM,
-                raise_exceptions=True,
-                auto_bind=False,
-            )
+            self._connection = streaming_connection(self._forest, timeout=self._timeout)
             decode_entries_raw_only(self._connection, streaming=True)
             try:
                 self._connection.bind()
