@@ -8,21 +8,20 @@ end of its interval, and the interval stays the safety net. The search covers th
 the naming context, the range DirSync reads; Samba accepts a subtree notification at any base,
 and Windows documents subtree notifications only for a naming context's root.
 
-ldap3 runs the search on its receiver thread, on a connection of its own; each message crosses
-to asyncio with ``call_soon_threadsafe``. When the connection drops (the receiver thread ends)
-or the server ends the search, a new subscription is made with backoff, and the poll is woken
-once it is back, for whatever changed while nobody listened.
+The search runs on a connection and a receiving thread of its own (connectors.ldap_persistent);
+each message crosses to asyncio with ``call_soon_threadsafe``. When the connection drops or the
+server ends the search, a new subscription is made with backoff, and the poll is woken once it
+is back, for whatever changed while nobody listened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 
-from ldap3 import SUBTREE, Connection
+from ldap3.protocol.microsoft import persistent_search_control
 
-from connectors.ldap_session import end_persistent_search, sorted_errors, streaming_connection
+from connectors.ldap_persistent import PersistentSearch
 from streams.backoff import Backoff
 from streams.contracts import ConnectorError
 from streams.topology import Forest
@@ -103,60 +102,40 @@ class ChangeNotifications:
 
 
 class _Subscription:
-    """One notification search on its own ASYNC_STREAM connection."""
+    """One notification search on a connection of its own."""
 
-    def __init__(self, forest: Forest, root: str, *, on_message, timeout: int = 10) -> None:
-        self._forest = forest
-        self._root = root
+    def __init__(self, forest: Forest, root: str, *, on_message) -> None:
         self._on_message = on_message
-        self._timeout = timeout
-        self._connection: Connection | None = None
-        self._search = None
-        self.end_reason: str | None = None
         self.notified = False
-        # open() may still run in its thread when close() is called (a cancelled subscriber).
-        self._lifecycle = threading.Lock()
-        self._closed = False
+        self._search = PersistentSearch(
+            forest,
+            base=root,
+            search_filter="(objectClass=*)",  # the only filter AD accepts with the control
+            attributes=["1.1"],
+            controls=[persistent_search_control()],
+            on_message=self._receive,
+        )
 
     @property
     def listening(self) -> bool:
-        receiver = self._connection.strategy.receiver if self._connection is not None else None
-        return self.end_reason is None and receiver is not None and receiver.is_alive()
+        return self._search.alive
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._search.end_reason
 
     def open(self) -> None:
         """Blocking: connect, bind, send the notification search."""
-        with self._lifecycle, sorted_errors(self._forest.name):
-            if self._closed:
-                return
-            self._connection = streaming_connection(self._forest, timeout=self._timeout)
-            try:
-                self._connection.bind()
-                # ldap3 puts NOTIFICATION_OID on this search, with the filter AD requires.
-                self._search = self._connection.extend.microsoft.persistent_search(
-                    self._root, search_scope=SUBTREE, attributes=["1.1"], callback=self._receive
-                )
-            except BaseException:
-                self._teardown()
-                raise
+        self._search.open()
 
     def close(self) -> None:
-        """Blocking: abandon the search, close the connection, wait for the receiver thread."""
-        with self._lifecycle:
-            self._closed = True
-            self._teardown()
-
-    def _teardown(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            end_persistent_search(connection, self._search, timeout=self._timeout)
+        """Blocking: end the search, close the connection, wait for the receiving thread."""
+        self._search.close()
 
     def _receive(self, message: dict) -> None:
-        """On ldap3's receiver thread."""
+        """On the receiving thread."""
         if message.get("type") == "searchResEntry":
             self.notified = True
-        elif message.get("type") == "searchResDone":
-            # The server ended the search: refused the control, or is shutting down.
-            self.end_reason = f"{message.get('description')}: {message.get('message')}"
         try:
             self._on_message()
         except RuntimeError:

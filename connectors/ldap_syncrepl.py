@@ -21,28 +21,29 @@ than the record's CSN as long as the clocks of idsync and slapd agree within tha
 poll reader also assumes. slapd's cookies hold only the CSN, not the search, so that
 cookie also serves the subtree search.
 
-ldap3 delivers messages on its receiver thread. They cross to asyncio through a bounded inbox:
-when it is full the receiver thread waits, so a large backlog is held back by TCP instead of
-memory. A connection that drops ends that thread; read() notices within a fraction of a second
-and raises RetriableError, and the next read() reconnects from the position it is given.
+The search's messages arrive on a thread of its own (connectors.ldap_persistent). They cross to
+asyncio through a bounded inbox: when it is full that thread waits, so a large backlog is held
+back by TCP instead of memory. A connection that drops ends that thread; read() notices within a
+fraction of a second and raises RetriableError, and the next read() reconnects from the
+position it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
+from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from ldap3.core.exceptions import LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
 from connectors.accesslog import record_csn, snapshot_position
 from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_session import LdapSession, decode_entries_raw_only, end_persistent_search, sorted_errors, streaming_connection
+from connectors.ldap_persistent import PersistentSearch
+from connectors.ldap_session import LdapSession, sorted_errors
 from connectors.rfc4533 import (
     E_SYNC_REFRESH_REQUIRED,
     SYNC_DONE_OID,
@@ -73,9 +74,6 @@ _START_OVER = {
 _LIVENESS_SECONDS = 0.2
 # Messages held for the reader before ldap3's receiver thread waits.
 _INBOX_CAPACITY = 10_000
-# A sync search is silent while the directory is idle: keepalives notice a peer that vanished
-# without closing the connection (idle seconds, probe interval, probes).
-_KEEPALIVE = (30, 10, 3)
 
 
 class AccesslogSyncReader:
@@ -321,53 +319,30 @@ class _Received:
 
 
 class _SyncStream:
-    """One refreshAndPersist search on its own ASYNC_STREAM connection."""
+    """One refreshAndPersist search, its messages held in a bounded inbox for the reader."""
 
-    def __init__(self, forest: Forest, *, cookie: bytes, loop: asyncio.AbstractEventLoop, timeout: int = 10) -> None:
+    def __init__(self, forest: Forest, *, cookie: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.wake = asyncio.Event()
-        self._forest = forest
-        self._cookie = cookie
-        self._timeout = timeout
         self._messages: deque[dict] = deque()
         self._room = threading.Condition()
         self._closed = False
-        # open() and close() may run in two threads at once (a cancelled read, then close()).
-        self._lifecycle = threading.Lock()
-        self._connection: Connection | None = None
-        self._search = None
+        self._search = PersistentSearch(
+            forest,
+            base=forest.change_capture.accesslog_base,
+            search_filter=_RECORD_FILTER,
+            attributes=RECORD_ATTRIBUTES,
+            controls=[sync_request_control(SyncMode.REFRESH_AND_PERSIST, cookie)],
+            on_message=self._receive,
+        )
 
     @property
     def alive(self) -> bool:
-        receiver = self._connection.strategy.receiver if self._connection is not None else None
-        return receiver is not None and receiver.is_alive()
+        return self._search.alive
 
     def open(self) -> None:
         """Blocking: connect, bind, send the sync search."""
-        capture = self._forest.change_capture
-        with self._lifecycle, sorted_errors(self._forest.name):
-            if self._closed:
-                return
-            self._connection = streaming_connection(self._forest, timeout=self._timeout)
-            decode_entries_raw_only(self._connection, streaming=True)
-            try:
-                self._connection.bind()
-                _keep_alive(self._connection.socket)
-                self._search = self._connection.extend.standard.persistent_search(
-                    capture.accesslog_base,
-                    _RECORD_FILTER,
-                    search_scope=SUBTREE,
-                    dereference_aliases=DEREF_NEVER,
-                    attributes=RECORD_ATTRIBUTES,
-                    controls=[sync_request_control(SyncMode.REFRESH_AND_PERSIST, self._cookie)],
-                    # Not the draft persistent search control ldap3 adds by default: syncrepl only.
-                    changes_only=False,
-                    streaming=False,
-                    callback=self._receive,
-                )
-            except BaseException:
-                self._teardown()
-                raise
+        self._search.open()
 
     def take(self, limit: int) -> list[dict]:
         """Up to `limit` messages, without waiting. A searchResDone comes alone, after what preceded it."""
@@ -383,20 +358,14 @@ class _SyncStream:
         return taken
 
     def close(self) -> None:
-        """Blocking: abandon the search, close the connection, wait for the receiver thread."""
+        """Blocking: end the search, close the connection, wait for the receiving thread."""
         with self._room:
             self._closed = True
             self._room.notify_all()
-        with self._lifecycle:
-            self._teardown()
-
-    def _teardown(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            end_persistent_search(connection, self._search, timeout=self._timeout)
+        self._search.close()
 
     def _receive(self, message: dict) -> None:
-        """On ldap3's receiver thread: hand the message over, waiting while the inbox is full."""
+        """On the receiving thread: hand the message over, waiting while the inbox is full."""
         with self._room:
             while len(self._messages) >= _INBOX_CAPACITY and not self._closed:
                 self._room.wait()
@@ -411,14 +380,6 @@ class _SyncStream:
             self.loop.call_soon_threadsafe(self.wake.set)
         except RuntimeError:
             pass  # the event loop is gone: nobody is reading any more
-
-
-def _keep_alive(sock: socket.socket) -> None:
-    idle, interval, probes = _KEEPALIVE
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
 
 
 def _csns(cookie: bytes) -> list[str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import ldap3
 import pytest
-from ldap3.strategy.asynchronous import AsyncStrategy
 
 from connectors.ldap_syncrepl import AccesslogSyncReader
 from idsync.rig import KafkaBroker, SlapdInstance
@@ -46,7 +45,7 @@ def forest_config(instance: SlapdInstance, base_dn: str, password_file: Path) ->
 
 
 def receiver_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if isinstance(t, AsyncStrategy.ReceiverSocketThread)]
+    return [t for t in threading.enumerate() if t.name.startswith("persistent-search-")]
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """How the push reader turns sync messages into a batch: which cookie may become the position.
 
 The rule under test: a batch's position never covers a change that is not in the batch or before
-it. Message dicts are shaped as ldap3's ASYNC_STREAM strategy delivers them.
+it. Message dicts are shaped as connectors.ldap_persistent delivers them.
 """
 
 import asyncio

@@ -93,7 +93,7 @@ async def test_a_lost_notification_connection_is_subscribed_again(
     try:
         position = await subscribed(reader, (await reader.read(None)).position)
         # Fault injection from the client side: the DC's end of one connection cannot be killed alone.
-        reader._notifications._subscription._connection.socket.shutdown(socket.SHUT_RDWR)
+        reader._notifications._subscription._search._connection.socket.shutdown(socket.SHUT_RDWR)
         # The new subscription wakes the idle read; then a change is notified again.
         position = await subscribed(reader, position)
         alpha.replace(user, displayName="After Resubscribe")
