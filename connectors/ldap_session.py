@@ -122,9 +122,7 @@ def decode_entries_fast(connection: Connection) -> None:
     """Make `connection` decode search entries with connectors.ldap_wire, values raw.
 
     ldap3 decodes every message into a tree of tuples, then formats each attribute's values as
-    text by the schema; the connectors read only ``raw_attributes``. ldap3's post-processing of
-    a finished search (empty attributes, ranged values) edits ``attributes`` alongside
-    ``raw_attributes``, so each entry keeps a copy under both names. Nothing here reads ldap3's
+    text by the schema; the connectors read only ``raw_attributes``. Nothing here reads ldap3's
     ``connection.entries``, which would need the formatted values. Other responses are decoded
     by ldap3 as before; this replaces the loop of ldap3's synchronous strategy that receives a
     request's responses (``SyncStrategy._get_response``, ldap3 2.9.1)."""
@@ -145,11 +143,22 @@ def decode_entries_fast(connection: Connection) -> None:
                 if received_id != message_id:
                     raise ldap_errors.LDAPSocketReceiveError(f"response to message {received_id}, not {message_id}")
                 if response["type"] == "searchResEntry":
-                    raw = response["raw_attributes"]
-                    response["attributes"] = RawAttributes((name, list(values)) for name, values in raw.items())
+                    response["attributes"] = _attributes_for_ldap3(connection, response["raw_attributes"])
                 responses.append(response)
                 if response["type"] not in _PARTIAL_RESPONSES:
                     responses.append(RESPONSE_COMPLETE)
                     return responses
 
     strategy._get_response = get_response
+
+
+def _attributes_for_ldap3(connection: Connection, raw: RawAttributes) -> RawAttributes:
+    """What ldap3's post-processing of a finished search edits alongside ``raw_attributes``:
+    fetching ranged values extends the value lists of both, so they must not share lists;
+    adding the empty attributes asked for (and dropping those returned ranged) sets and deletes
+    names in both, so they must not be one dict. With neither on, nothing edits it."""
+    if connection.auto_range and any(";range=" in name for name in raw):
+        return RawAttributes((name, list(values)) for name, values in raw.items())
+    if connection.empty_attributes:
+        return RawAttributes(raw)
+    return raw

@@ -80,7 +80,7 @@ class AccesslogSyncReader:
     mode = "accesslog-sync"
 
     def __init__(
-        self, forest: Forest, *, page_size: int = 1000, batch_size: int = 500, idle_seconds: float = 1.0
+        self, forest: Forest, *, page_size: int = 1000, batch_size: int = 2000, idle_seconds: float = 1.0
     ) -> None:
         self.forest = forest.name
         self._config = forest
