@@ -12,7 +12,11 @@ slow part, so it is done once). Each mode gets topics and a forest name of its o
   write rate is the reference), then a new runner resumes from the stored position; the figure
   is N over the time from the runner's start (its position load and bind included, printed as
   "first after") until the consumer received all N; "sustained" is the rate from the first
-  arrival to the last, the runner's start left out.
+  arrival to the last, the runner's start left out;
+- the directory alone: afterwards, a bare client makes the query the mode's reader makes for the
+  backlog and only receives the messages (no decoding, nothing published); N over its time is
+  the reference for "readers are never the bottleneck": read/directory near 1 means the
+  directory, not the reader, bounds the rate.
 Every modify writes a unique value to `description` on a different user of a pool, so the
 polling modes, which publish an object's latest state, have nothing to collapse; only what
 arrives is counted all the same, and each line says how many of the sent changes arrived.
@@ -41,10 +45,18 @@ from pathlib import Path
 
 import ldap3
 from aiokafka import AIOKafkaConsumer
+from ldap3.operation.search import search_operation
+from ldap3.protocol.microsoft import dir_sync_control, show_deleted_control
+from ldap3.protocol.rfc2696 import paged_search_control
+from ldap3.utils.asn1 import decode_message_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from connectors.ad_dirsync import DIRSYNC_OID  # noqa: E402
 from connectors.ad_values import escape_rdn_value  # noqa: E402
+from connectors.ldap_scope import RECORD_ATTRIBUTES  # noqa: E402
+from connectors.ldap_session import decode_entries_fast  # noqa: E402
+from connectors.ldap_wire import protocol_op_tag  # noqa: E402
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
@@ -66,6 +78,8 @@ POLLING_MODES = {"accesslog-poll", "generic-poll", "ad-dirsync", "ad-usn-poll"}
 TARGET_RATE = 5000.0  # changes/s from a backlog
 TARGET_PUSH_P99_MS = 50.0  # polling modes: poll interval + this
 AD_USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
+SEARCH_RESULT_ENTRY_TAG = 0x64
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 
 
 @dataclass
@@ -82,6 +96,13 @@ class ModeResult:
     # From the first backlog change to arrive to the last: the rate once the runner is going,
     # without its start (position load, bind, first search).
     sustained_rate: float
+    # The backlog as a bare client gets it from the directory (see fetch_alone).
+    directory_rate: float
+
+    @property
+    def share(self) -> float:
+        """The reader's backlog rate over the directory's own: near 1, the directory bounds it."""
+        return self.read_rate / self.directory_rate
 
     @property
     def ratio(self) -> float:
@@ -315,6 +336,108 @@ def add_ad_users(dc: SambaDC, count: int) -> Directory:
     return directory
 
 
+# --- the directory alone: what a reader's backlog rate is held against ----------------------
+
+
+def backlog_mark(mode: str, directory: Directory) -> str | bytes | int:
+    """Where the directory stands before the backlog is written, as the mode's server counts:
+    the suffix's contextCSN (slapd), a DirSync cookie, the highestCommittedUSN (Samba)."""
+    with bare_connection(directory.server) as connection:
+        if mode in SLAPD_MODES:
+            connection.search(directory.server.suffix, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["contextCSN"])
+            return max(value.decode() for value in connection.response[0]["raw_attributes"]["contextCSN"])
+        if mode == "ad-usn-poll":
+            connection.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["highestCommittedUSN"])
+            return int(connection.response[0]["raw_attributes"]["highestCommittedUSN"][0])
+        cookie, more = b"", True
+        while more:
+            connection.search(directory.server.base_dn, "(objectClass=*)", attributes=["1.1"], controls=[dirsync(cookie)])
+            control = connection.result["controls"][DIRSYNC_OID]["value"]
+            cookie, more = control["cookie"], control["more_results"]
+        return cookie
+
+
+def fetch_alone(mode: str, directory: Directory, mark: str | bytes | int) -> tuple[int, float]:
+    """(entries, seconds) for a bare client to get the backlog with the query the mode's reader
+    makes: received and framed, not decoded (the reader's work left out), on a connection
+    already bound. The directory's caches are warm from the reader's read: if anything, this
+    flatters the directory."""
+    server = directory.server
+    with bare_connection(server) as connection:
+        start = time.monotonic()
+        if mode in ("accesslog-sync", "accesslog-poll"):
+            # Unpaged: the sync refresh sends the records in one go; a polling read pages them.
+            count = search_alone(
+                connection, "cn=accesslog",
+                f"(&(objectClass=auditWriteObject)(reqResult=0)(entryCSN>={mark}))", RECORD_ATTRIBUTES,
+            )
+        elif mode == "generic-poll":
+            count = search_alone(connection, directory.base_dn, f"(entryCSN>={mark})", ["*", "entryUUID", "entryCSN"])
+        elif mode == "ad-usn-poll":
+            window = f"(uSNChanged>={int(mark) + 1})"
+            count = search_alone(
+                connection, server.base_dn, f"(&(objectClass=*){window})",
+                ["*", "uSNChanged", "replPropertyMetaData"], page_size=500,
+            ) + search_alone(
+                connection, f"CN=Deleted Objects,{server.base_dn}", f"(&(isDeleted=TRUE){window})",
+                ["*", "uSNChanged", "replPropertyMetaData"], page_size=500,
+                controls=[show_deleted_control(criticality=True)], scope=ldap3.LEVEL,
+            )
+        else:
+            count = search_alone(connection, server.base_dn, "(objectClass=*)", ["*"], controls=[dirsync(mark)])
+        return count, time.monotonic() - start
+
+
+@contextlib.contextmanager
+def bare_connection(server: SlapdInstance | SambaDC) -> Iterator[ldap3.Connection]:
+    """Bound as the admin, as idsync's sessions connect: without the schema (ldap3 checks the
+    attributes asked for against it, and Samba's lacks the operational ones)."""
+    connection = ldap3.Connection(
+        ldap3.Server(server.url, get_info=ldap3.NONE), server.admin_dn, server.admin_password,
+        raise_exceptions=True, auto_bind=True,
+    )
+    decode_entries_fast(connection)
+    try:
+        yield connection
+    finally:
+        connection.unbind()
+
+
+def search_alone(
+    connection: ldap3.Connection, base: str, search_filter: str, attributes: list[str], *,
+    page_size: int | None = None, controls: list | None = None, scope: str = ldap3.SUBTREE,
+) -> int:
+    """How many entries a search returns, its messages received but only its results decoded."""
+    count, cookie = 0, b""
+    while True:
+        request = search_operation(
+            base, search_filter, scope, ldap3.DEREF_NEVER, attributes, 0, 0, False, True, True, None,
+            validator=None, check_names=False,
+        )
+        paging = [paged_search_control(False, page_size, cookie)] if page_size else []
+        message_id = connection.send("searchRequest", request, (controls or []) + paging)
+        done = None
+        while done is None:
+            for message in connection.strategy.receiving():
+                if protocol_op_tag(message) == SEARCH_RESULT_ENTRY_TAG:
+                    count += 1
+                else:
+                    done = connection.strategy.decode_response_fast(decode_message_fast(message))
+        connection.strategy._outstanding.pop(message_id, None)  # answered, outside ldap3's bookkeeping
+        if done["result"] != 0:
+            raise RuntimeError(f"search of {base} failed: {done['description']} {done['message']}")
+        cookie = (done.get("controls") or {}).get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+        if not page_size or not cookie:
+            return count
+
+
+def dirsync(cookie: bytes) -> tuple:
+    return dir_sync_control(
+        criticality=True, object_security=False, ancestors_first=True, public_data_only=True,
+        incremental_values=True, max_length=2**31 - 1, cookie=cookie,
+    )
+
+
 # --- one mode --------------------------------------------------------------------------------
 
 
@@ -357,10 +480,14 @@ async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, wor
                 raise TimeoutError(f"{mode}: no snapshot published")
             await wait_until(lambda: time.monotonic() - watcher.last_change_at > 1.0, timeout=60, watcher=watcher)
             latencies = await measure_latency(directory, watcher, live, args.rate)
+        mark = await asyncio.to_thread(backlog_mark, mode, directory)
         write_seconds = await asyncio.to_thread(write, directory, backlog, None, {})
         started = time.monotonic()
         async with running_reader(forest, kafka):
             await wait_for_tags(watcher, backlog, timeout=300)
+    fetched, directory_seconds = await asyncio.to_thread(fetch_alone, mode, directory, mark)
+    if fetched < len(backlog):
+        raise RuntimeError(f"{mode}: the directory alone returned {fetched} of {len(backlog)} backlog changes")
     arrivals = [watcher.seen_at[tag] for tag in backlog if tag in watcher.seen_at]
     if not latencies or not arrivals:
         raise RuntimeError(f"{mode}: no bench change arrived in Kafka")
@@ -370,6 +497,7 @@ async def measure_mode(mode: str, directory: Directory, broker: KafkaBroker, wor
         read_rate=len(arrivals) / (max(arrivals) - started), write_rate=len(backlog) / write_seconds,
         backlog_received=len(arrivals), backlog_sent=len(backlog), first_event_ms=(min(arrivals) - started) * 1000,
         sustained_rate=(len(arrivals) - 1) / max(max(arrivals) - min(arrivals), 1e-3),
+        directory_rate=len(backlog) / directory_seconds,
     )
 
 
@@ -384,7 +512,8 @@ def report(label: str, mode: str, result: ModeResult, poll_interval: float) -> N
         f"backlog {result.read_rate:6.0f} changes/s (target >= {TARGET_RATE:.0f}; "
         f"{result.backlog_received}/{result.backlog_sent} arrived, first after {result.first_event_ms:.0f} ms; "
         f"sustained {result.sustained_rate:6.0f}/s)  "
-        f"write {result.write_rate:5.0f}/s  read/write {result.ratio:5.2f}",
+        f"write {result.write_rate:5.0f}/s  read/write {result.ratio:5.2f}  "
+        f"directory alone {result.directory_rate:6.0f}/s  read/directory {result.share:4.2f}",
         flush=True,
     )
 
@@ -447,7 +576,8 @@ async def main(args: argparse.Namespace) -> None:
 def print_medians(results: dict[str, list[ModeResult]], poll_interval: float) -> None:
     print(f"\nmedians over {max(len(r) for r in results.values())} runs "
           f"(targets: backlog >= {TARGET_RATE:.0f} changes/s; p99 < 50 ms push, < poll interval + 50 ms polling)")
-    print(f"{'mode':17s} {'p50 ms':>7s} {'p99 ms':>7s} {'p99 target':>10s} {'backlog/s':>9s} {'sustained/s':>11s} {'write/s':>8s} {'read/write':>10s}")
+    print(f"{'mode':17s} {'p50 ms':>7s} {'p99 ms':>7s} {'p99 target':>10s} {'backlog/s':>9s} {'sustained/s':>11s} "
+          f"{'write/s':>8s} {'read/write':>10s} {'directory/s':>11s} {'read/directory':>14s}")
     for mode, runs in results.items():
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
@@ -455,8 +585,11 @@ def print_medians(results: dict[str, list[ModeResult]], poll_interval: float) ->
         sustained = statistics.median(r.sustained_rate for r in runs)
         write_rate = statistics.median(r.write_rate for r in runs)
         ratio = statistics.median(r.ratio for r in runs)
+        directory = statistics.median(r.directory_rate for r in runs)
+        share = statistics.median(r.share for r in runs)
         target = f"< {latency_target_ms(mode, poll_interval):.0f}"
-        print(f"{mode:17s} {p50:7.1f} {p99:7.1f} {target:>10s} {rate:9.0f} {sustained:11.0f} {write_rate:8.0f} {ratio:10.2f}")
+        print(f"{mode:17s} {p50:7.1f} {p99:7.1f} {target:>10s} {rate:9.0f} {sustained:11.0f} {write_rate:8.0f} "
+              f"{ratio:10.2f} {directory:11.0f} {share:14.2f}")
 
 
 def mode_list(text: str) -> list[str]:

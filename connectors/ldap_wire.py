@@ -70,7 +70,7 @@ def message_length(buffer: bytes | bytearray, start: int = 0) -> int | None:
 def decode_response(strategy, message: bytes) -> tuple[int, dict]:
     """(messageID, the response as ldap3's `strategy` makes it); a search entry's attributes in
     ``raw_attributes`` only, as RawAttributes, and its controls undecoded (``value`` raw)."""
-    if _protocol_op_tag(message) == _SEARCH_RESULT_ENTRY:
+    if protocol_op_tag(message) == _SEARCH_RESULT_ENTRY:
         return decode_search_entry(message)
     decoded = decode_message_fast(message)
     return decoded["messageID"], strategy.decode_response_fast(decoded)
@@ -153,7 +153,7 @@ def _element(data: bytes, position: int, tag: int, limit: int) -> tuple[int, int
     return start, stop
 
 
-def _protocol_op_tag(message: bytes) -> int | None:
+def protocol_op_tag(message: bytes) -> int | None:
     """The tag of the message's protocolOp, after the envelope and the messageID."""
     try:
         start, _ = _element(message, 0, _SEQUENCE, len(message))
