@@ -20,6 +20,11 @@ search for living objects and the search for tombstones cannot be skipped by the
 higher position. The reader relies on the DC handing out USNs in commit order, as AD's own
 replication high-water marks do (Samba serialises its writes).
 
+A backlog is read a window of USNs at a time. While one window is decoded and published, the
+next is searched on a second connection (the DC's search is most of the time a backlog takes);
+that window is used only by the read that continues from the position the last one returned,
+and ends at the highest USN that read took, so it sees what a read made then would have seen.
+
 After a restart the memory of DNs is empty: an object found outside ``base_dn`` is taken as
 moved out (a DELETE) only if its ``replPropertyMetaData`` says its ``name`` changed since the
 position (AD updates that on every rename and move), so mere changes outside stay silent.
@@ -41,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -70,8 +76,9 @@ log = logging.getLogger(__name__)
 
 _PAGE_SIZE = 500
 # The most USNs one read covers: each change takes at least one, so a batch stays bounded after
-# a long outage without the server-side sort Samba does not offer.
-_USN_WINDOW = 5000
+# a long outage without the server-side sort Samba does not offer; and small enough that while a
+# backlog's window is decoded and published, the DC searches the next one (_read_ahead).
+_USN_WINDOW = 1000
 # uSNChanged and replPropertyMetaData are not in every server's "*".
 _ATTRIBUTES = ["*", "uSNChanged", "replPropertyMetaData"]
 
@@ -82,6 +89,16 @@ class _Found:
     raw: Mapping[str, Sequence[bytes] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The entries changed in USNs low..high, read when the DC's highest committed USN was `highest`."""
+
+    found: list[_Found]
+    low: int
+    high: int
+    highest: int
+
+
 class UsnPollReader:
     mode = "ad-usn-poll"
 
@@ -90,6 +107,10 @@ class UsnPollReader:
         self._config = forest
         self._capture = forest.change_capture
         self._session = LdapSession(forest)
+        # The next USN window is searched while the reader decodes the last one (_read_ahead).
+        self._ahead_session = LdapSession(forest)
+        self._reading_ahead: ThreadPoolExecutor | None = None
+        self._ahead: tuple[str, Future[_Window]] | None = None
         self._naming_context: str | None = None
         self._scope = ScopeMemory(forest.name, forest.base_dn, filtered=forest.filter is not None)
         # Every attribute name this reader has published: a MOVE clears those its entry lacks.
@@ -103,34 +124,53 @@ class UsnPollReader:
         return batch
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._session.close)
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._drop_read_ahead()
+        pool, self._reading_ahead = self._reading_ahead, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._ahead_session.close()
+        self._session.close()
 
     def _read(self, position: str | None) -> tuple[ReadBatch, int]:
         scope = self._scope.begin(position)
+        window = self._read_ahead_from(position)
         with self._session.connection() as connection, _ranges_left_to_us(connection):
             root = self._root(connection)
-            # Read before searching. For a snapshot this is its position: a change committed during
-            # the search has a higher USN, so the first poll reads it again (the snapshot may already
-            # hold it: the same state at the same position, which the metaverse drops), and an
-            # object deleted during the search leaves a tombstone above it. Nothing falls between.
-            highest = self._highest_usn(connection)
-            if position is None:
-                found, low, high = list(self._search(connection, self._config.base_dn, "(objectClass=*)")), 0, highest
-            else:
-                low = self._usn(position) + 1
-                found, high = self._changed(connection, root, low, highest)
-            found = [whole for item in found if (whole := self._all_values(connection, root, item)) is not None]
+            if window is None:
+                # Read before searching. For a snapshot this is its position: a change committed
+                # during the search has a higher USN, so the first poll reads it again (the snapshot
+                # may already hold it: the same state at the same position, which the metaverse
+                # drops), and an object deleted during the search leaves a tombstone above it.
+                # Nothing falls between.
+                highest = self._highest_usn(connection)
+                if position is None:
+                    found = list(self._search(connection, self._config.base_dn, "(objectClass=*)"))
+                    window = _Window(self._whole(connection, root, found), low=0, high=highest, highest=highest)
+                else:
+                    window = self._window(connection, root, self._usn(position) + 1, highest)
+        found, low, high, highest = window.found, window.low, window.high, window.highest
         if position is not None and not found:
             self._scope.returned(position)
             return ReadBatch(changes=(), rejected=(), position=position), 0
-        changes, rejected, top = self._decode(scope, found, since=low, ceiling=high)
-        with self._session.connection() as connection:
-            changes = scope.filtered(changes, FilterSearch(connection, self._config))
+        ahead = self._read_ahead(root, high + 1, highest) if position is not None and high < highest else None
+        try:
+            changes, rejected, top = self._decode(scope, found, since=low, ceiling=high)
+            with self._session.connection() as connection:
+                changes = scope.filtered(changes, FilterSearch(connection, self._config))
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
         # An object entering scope is published whole: what a later MOVE must be able to clear.
         self._published.update(name.lower() for change in changes for name in change.attributes)
         # A snapshot covers every change up to the USN read before it; a poll, what it returned.
         returned = usn_position(highest if position is None else top)
         self._scope.returned(returned, scope)
+        if ahead is not None:
+            self._ahead = (returned, ahead)
         log.log(
             logging.INFO if position is None else logging.DEBUG,
             "usn poll read forest=%s snapshot=%s entries=%d changes=%d rejected=%d usn=%s highest=%d",
@@ -140,6 +180,47 @@ class UsnPollReader:
             changes=tuple(changes), rejected=tuple(rejected), position=returned, is_snapshot=position is None
         )
         return batch, len(found)
+
+    def _window(self, connection: Connection, root: str, low: int, highest: int) -> _Window:
+        found, high = self._changed(connection, root, low, highest)
+        return _Window(self._whole(connection, root, found), low=low, high=high, highest=highest)
+
+    def _whole(self, connection: Connection, root: str, found: list[_Found]) -> list[_Found]:
+        return [whole for item in found if (whole := self._all_values(connection, root, item)) is not None]
+
+    def _read_ahead(self, root: str, low: int, highest: int) -> Future[_Window]:
+        """The next window, searched on a connection of its own while this one is decoded and
+        published: the DC's search is most of a backlog's time, and it runs in the DC's process."""
+
+        def window() -> _Window:
+            with self._ahead_session.connection() as connection, _ranges_left_to_us(connection):
+                return self._window(connection, root, low, highest)
+
+        if self._reading_ahead is None:
+            self._reading_ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"usn-read-ahead-{self.forest}")
+        return self._reading_ahead.submit(window)
+
+    def _read_ahead_from(self, position: str | None) -> _Window | None:
+        """The window read ahead, if it continues from `position`: the read that returned
+        `position` covered every USN up to that window (none of them holds an entry above the
+        position), and the window stops at the highest USN read then, as that read did."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        continues_from, future = ahead
+        if position != continues_from:
+            future.cancel()
+            return None
+        try:
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - the read is made again, on the reader's own connection
+            log.debug("usn poll read ahead failed forest=%s reason=%r", self.forest, str(exc))
+            return None
+
+    def _drop_read_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].cancel()
 
     def _changed(self, connection: Connection, root: str, low: int, highest: int) -> tuple[list[_Found], int]:
         """Living and deleted objects changed in the first USN window from `low` that has any,
@@ -233,7 +314,7 @@ class UsnPollReader:
     def _all_values(self, connection: Connection, root: str, item: _Found) -> _Found | None:
         """The entry with every value of the attributes the DC handed out in ranges; None when
         the object is gone before its next range was read."""
-        ranged = [key for key in item.raw if value_range(key) is not None]
+        ranged = [key for key in item.raw if ";" in key and value_range(key) is not None]
         if not ranged:
             return item
         try:

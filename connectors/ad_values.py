@@ -46,9 +46,8 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from ldap3.utils.dn import parse_dn
-
 from connectors.accesslog import attribute_value, within
+from connectors.ldap_wire import RawAttributes as WireAttributes
 from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 from streams.metaverse import classify
 
@@ -435,16 +434,14 @@ def _rdn(entry: DirSyncEntry) -> tuple[str | None, str | None]:
 
 
 def _rdn_type(dn: str) -> str | None:
-    try:
-        components = parse_dn(dn)
-    except Exception:  # noqa: BLE001 - ldap3 raises several types for a malformed DN
-        return None
-    return components[0][0] if components else None
+    # An attribute type is a name or an OID: it ends at the first "=", and nothing escapes it.
+    name, separator, _ = dn.partition("=")
+    return name.strip() or None if separator else None
 
 
 def _range(name: str) -> tuple[str, bool | None]:
     """``member;range=0-0`` -> ("member", True): removed values; 1-1 -> added; no range -> None."""
-    part = value_range(name)
+    part = value_range(name) if ";" in name else None
     if part is None:
         return name, None
     if (part.low, part.high) == (0, 0):
@@ -460,9 +457,13 @@ def _ignored(name: str) -> bool:
 
 
 def _strip_extended_dn(text: str) -> str:
-    return _EXTENDED_DN.sub("", text, count=1)
+    return _EXTENDED_DN.sub("", text, count=1) if text.startswith("<") else text
 
 
 def _values(raw: RawAttributes, name: str) -> Sequence[bytes]:
-    wanted = name.lower()
-    return next((values or () for key, values in raw.items() if key.lower() == wanted), ())
+    # Servers send names as the schema spells them, as these callers do: the exact name first.
+    values = raw.get(name)
+    if values is None and not isinstance(raw, WireAttributes):  # which looks up any case itself
+        wanted = name.lower()
+        values = next((values for key, values in raw.items() if key.lower() == wanted), None)
+    return values or ()

@@ -204,6 +204,32 @@ async def test_a_long_backlog_is_read_in_usn_windows_without_loss(
     assert int(position) == highest_usn(alpha)
 
 
+async def test_a_read_from_another_position_drops_the_window_read_ahead(
+    alpha: Directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ad_usn_poll, "_USN_WINDOW", 3)
+    reader = reader_for(alpha, tmp_path)
+    try:
+        start = (await reader.read(None)).position
+        peers = [alpha.add_user(f"Ahead Peer {i}") for i in range(6)]
+        first = await reader.read(start)  # one window; the next one is searched ahead meanwhile
+        # A retry (say the batch failed to publish): the same window again, not the one read ahead.
+        again = await reader.read(start)
+        assert [(c.object_id, c.position) for c in again.changes] == [(c.object_id, c.position) for c in first.changes]
+        late = alpha.add_user("Ahead Late")  # above the highest USN the read ahead stops at
+        changes, position = list(again.changes), again.position
+        while True:
+            batch = await reader.read(position)
+            if batch.position == position:
+                break
+            changes += batch.changes
+            position = batch.position
+    finally:
+        await reader.close()
+    assert first.changes and [c.dn for c in changes] == [*peers, late]
+    assert [c.position for c in changes] == sorted(c.position for c in changes)
+
+
 async def test_dc_down_is_retriable_and_nothing_is_lost(alpha: Directory, tmp_path: Path) -> None:
     reader = reader_for(alpha, tmp_path)
     try:
