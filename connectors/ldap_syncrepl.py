@@ -72,7 +72,7 @@ _START_OVER = {
 }
 # How soon a dropped connection is noticed while no message arrives.
 _LIVENESS_SECONDS = 0.2
-# Messages held for the reader before ldap3's receiver thread waits.
+# Messages held for the reader before the receiving thread waits.
 _INBOX_CAPACITY = 10_000
 
 
