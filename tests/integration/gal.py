@@ -125,13 +125,17 @@ class GalDeployment:
             (f"{self.topology.streams.app_id}-contact-writer", kafka.topics.contacts),
         )
 
-        def settled() -> bool:
-            return all(
-                sum(asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic)).values()) == 0
-                for group, topic in groups
-            )
+        lags: dict[str, dict] = {}
 
-        eventually(settled, timeout=timeout, interval=0.3, what="zero consumer lag")
+        def settled() -> bool:
+            for group, topic in groups:
+                lags[group] = asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic))
+            return not any(sum(lag.values()) for lag in lags.values())
+
+        try:
+            eventually(settled, timeout=timeout, interval=0.3, what="zero consumer lag")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; lag by group: {lags}") from None
 
 
 def write_topology(
