@@ -5,8 +5,9 @@ same way so each entry lives in the partition of its events (faust shards a tabl
 partition of the event being processed).  For every applied change the processor emits
 the contact's desired state to the compacted contacts topic, which the sink applies.
 
-At-least-once: faust flushes the producer (changelog and contact states) before it commits
-the source offset, and re-delivered changes are recognised by their source position.
+At-least-once: the changes topic's offsets are committed by idsync, not faust (see
+streams/offset_commits.py), only after the producer flushed the changelog and contact states
+that processing sent; re-delivered changes are recognised by their source position.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import faust
+from faust.types import TP
 
 from streams.dead_letters import DeadLetter
 from streams.events import ContactState, Heartbeat
+from streams.lag import group_positions
+from streams.offset_commits import ProcessedOffsetCommitter
 from streams.processor import MetaverseProcessor, Record
 from streams.range_reader import RangeReader
 from streams.topology import Topology
@@ -26,7 +30,6 @@ from streams.topology import Topology
 log = logging.getLogger(__name__)
 
 METAVERSE_TABLE = "metaverse"
-PROGRESS_TABLE = "progress"
 HEARTBEAT_INTERVAL_SECONDS = 30.0
 
 
@@ -38,7 +41,6 @@ def create_app(topology: Topology) -> faust.App:
         store="memory://",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
-        broker_commit_interval=topology.streams.commit_interval_seconds,
         broker_session_timeout=topology.streams.session_timeout_seconds,
         broker_heartbeat_interval=topology.streams.session_timeout_seconds / 5,
         producer_acks=-1,
@@ -48,17 +50,13 @@ def create_app(topology: Topology) -> faust.App:
         processing_guarantee="at_least_once",
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    changes = app.topic(kafka.topics.changes, **raw)
+    # acks=False: faust neither tracks nor commits this topic's offsets; ProcessedOffsetCommitter does.
+    changes = app.topic(kafka.topics.changes, acks=False, **raw)
     contacts = app.topic(kafka.topics.contacts, **raw)
     errors = app.topic(kafka.topics.errors, **raw)
     # bytes key and value types make faust use its raw serializer: values are our own orjson.
     metaverse = app.Table(
         METAVERSE_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
-    )
-
-    # The last offset processed per partition of the changes topic: how skipped records are noticed.
-    progress = app.Table(
-        PROGRESS_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
     )
 
     async def dead_letter(record: Record, reason: str, forest: str | None) -> None:
@@ -78,14 +76,27 @@ def create_app(topology: Topology) -> faust.App:
     async def emit_contact(contact: ContactState) -> None:
         await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
 
+    async def start_offset(partition: int) -> int:
+        positions = await group_positions(kafka.bootstrap_servers, topology.streams.app_id, kafka.topics.changes)
+        return positions[partition]
+
     processor = MetaverseProcessor(
         topology,
         table=metaverse,
-        progress=progress,
         emit_contact=emit_contact,
         dead_letter=dead_letter,
         partition_of=lambda key: app.producer.key_partition(kafka.topics.changes, key).partition,
+        start_offset=start_offset,
         read_range=RangeReader(bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.changes),
+    )
+
+    async def commit_offsets(offsets: dict[int, int]) -> bool:
+        # faust's consumer runs aiokafka in a thread of its own; this is its commit, which only
+        # commits assigned partitions and reports a commit refused after a rebalance as False.
+        return await app.consumer._commit({TP(kafka.topics.changes, p): offset for p, offset in offsets.items()})
+
+    committer = ProcessedOffsetCommitter(
+        processed=processor.processed, flush=app.producer.flush, commit=commit_offsets
     )
 
     # Concurrency 1: with more, faust can commit past an event still in flight (#606).
@@ -96,6 +107,23 @@ def create_app(topology: Topology) -> faust.App:
             await processor.process(
                 Record(message.key, message.value, message.topic, message.partition, message.offset)
             )
+
+    @app.timer(interval=topology.streams.commit_interval_seconds)
+    async def commit_processed_offsets() -> None:
+        await committer.commit()
+
+    @app.on_partitions_revoked.connect
+    async def commit_before_revocation(_app: faust.App, revoked: set[TP], **_: Any) -> None:
+        # faust has waited for the agent and flushed the producer: commit what it finished, then
+        # let the partitions' next owner (maybe this worker) start from the committed offsets.
+        partitions = {tp.partition for tp in revoked if tp.topic == kafka.topics.changes}
+        await committer.commit(partitions)
+        committer.forget(partitions)
+        processor.forget(partitions)
+
+    @app.on_before_shutdown.connect
+    async def commit_before_shutdown(_app: faust.App, **_: Any) -> None:
+        await committer.commit()
 
     @app.timer(interval=HEARTBEAT_INTERVAL_SECONDS)
     async def send_heartbeats() -> None:

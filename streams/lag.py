@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -29,20 +32,22 @@ class LagProbe:
             await self._admin.close()
 
     async def lag(self, group_id: str, topic: str) -> dict[int, int]:
-        """Lag per partition of `topic` for `group_id` (end offset minus committed offset).
+        """Lag per partition of `topic` for `group_id` (end offset minus the position, see `positions`)."""
+        positions = await self.positions(group_id, topic)
+        end = await self._consumer.end_offsets([TopicPartition(topic, p) for p in positions])
+        return {partition: end[TopicPartition(topic, partition)] - position for partition, position in positions.items()}
 
-        A partition the group never committed counts from the start of the partition.
-        """
+    async def positions(self, group_id: str, topic: str) -> dict[int, int]:
+        """Per partition of `topic`, where `group_id` resumes: its committed offset, or the start of
+        the partition if the group never committed one."""
         partitions = [TopicPartition(topic, p) for p in await self._partitions(topic)]
         committed = await self._admin.list_consumer_group_offsets(group_id, partitions=partitions)
         start = await self._consumer.beginning_offsets(partitions)
-        end = await self._consumer.end_offsets(partitions)
-        lag = {}
+        positions = {}
         for tp in partitions:
             offset = committed.get(tp)
-            position = offset.offset if offset is not None and offset.offset >= 0 else start[tp]
-            lag[tp.partition] = end[tp] - position
-        return lag
+            positions[tp.partition] = offset.offset if offset is not None and offset.offset >= 0 else start[tp]
+        return positions
 
     async def _partitions(self, topic: str) -> list[int]:
         (description,) = await self._admin.describe_topics([topic])
@@ -51,11 +56,23 @@ class LagProbe:
         return sorted(p["partition"] for p in description["partitions"])
 
 
-async def consumer_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
-    """One lag reading through a probe of its own (see LagProbe.lag)."""
+@asynccontextmanager
+async def lag_probe(bootstrap_servers: str) -> AsyncIterator[LagProbe]:
     probe = LagProbe(bootstrap_servers)
     await probe.start()
     try:
-        return await probe.lag(group_id, topic)
+        yield probe
     finally:
         await probe.stop()
+
+
+async def consumer_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+    """One lag reading through a probe of its own (see LagProbe.lag)."""
+    async with lag_probe(bootstrap_servers) as probe:
+        return await probe.lag(group_id, topic)
+
+
+async def group_positions(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+    """One reading of where the group resumes, through a probe of its own (see LagProbe.positions)."""
+    async with lag_probe(bootstrap_servers) as probe:
+        return await probe.positions(group_id, topic)

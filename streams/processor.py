@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, MutableMapping
+from typing import Awaitable, Callable, Iterable, MutableMapping
 
 from streams.events import (
     MAX_EVENT_BYTES,
@@ -40,6 +40,7 @@ class Record:
 
 DeadLetterFn = Callable[[Record, str, str | None], Awaitable[None]]
 RangeReader = Callable[[int, int, int], Awaitable[list[Record]]]
+StartOffset = Callable[[int], Awaitable[int]]
 
 
 class MetaverseProcessor:
@@ -48,40 +49,58 @@ class MetaverseProcessor:
         topology: Topology,
         *,
         table: MutableMapping[bytes, bytes],
-        progress: MutableMapping[bytes, bytes],
         emit_contact: Callable[[ContactState], Awaitable[None]],
         dead_letter: DeadLetterFn,
         partition_of: Callable[[bytes], int],
+        start_offset: StartOffset,
         read_range: RangeReader,
     ) -> None:
+        """`start_offset(partition)` is where processing of a newly assigned partition begins:
+        the group's committed offset (every record before it was processed and is durable)."""
         self._topology = topology
         self._table = table
-        self._progress = progress
         self._emit_contact = emit_contact
         self._dead_letter = dead_letter
         self._partition_of = partition_of
+        self._start_offset = start_offset
         self._read_range = read_range
+        # Per partition: every record before this offset has been processed by this worker.
+        self._next_offset: dict[int, int] = {}
 
     async def process(self, record: Record) -> None:
         """Process a record, first re-reading any records of its partition that never arrived.
 
         Offsets of the changes topic are contiguous (no transactions, no compaction), so a
-        jump past the last processed offset means records were skipped on the way: faust
-        0.15 can skip records produced while a worker recovers (faust issue #596).
+        jump past the next expected offset means records were skipped on the way: faust
+        0.15 can skip records produced while a worker recovers (faust issue #596). A record
+        before it was processed already and is dropped.
         """
-        progress_key = b"%d" % record.partition
-        last = self._progress.get(progress_key)
-        if last is not None and record.offset > int(last) + 1:
-            missing = await self._read_range(record.partition, int(last) + 1, record.offset)
+        expected = self._next_offset.get(record.partition)
+        if expected is None:
+            expected = await self._start_offset(record.partition)
+        if record.offset < expected:
+            log.debug("record processed already topic=%s partition=%d offset=%d", record.topic, record.partition, record.offset)
+            return
+        if record.offset > expected:
+            missing = await self._read_range(record.partition, expected, record.offset)
             log.warning(
                 "skipped records re-read topic=%s partition=%d from=%d to=%d count=%d",
-                record.topic, record.partition, int(last) + 1, record.offset, len(missing),
+                record.topic, record.partition, expected, record.offset, len(missing),
             )
             for skipped in missing:
                 await self._process_one(skipped)
         await self._process_one(record)
-        if last is None or record.offset > int(last):
-            self._progress[progress_key] = b"%d" % record.offset
+        self._next_offset[record.partition] = record.offset + 1
+
+    def processed(self) -> dict[int, int]:
+        """Per partition, the offset before which every record has been processed (what may be committed
+        once the producer has flushed what processing sent)."""
+        return dict(self._next_offset)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked: where their processing resumes is the committed offset again."""
+        for partition in partitions:
+            self._next_offset.pop(partition, None)
 
     async def _process_one(self, record: Record) -> None:
         async def dead_letter(reason: str, forest: str | None) -> None:

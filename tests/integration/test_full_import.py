@@ -1,11 +1,11 @@
-"""Full import, mark and sweep, the mass-delete guard, and re-reading records faust skipped."""
+"""Full import, mark and sweep, and the mass-delete guard."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from tests.integration.gal import GalDeployment, eventually
@@ -28,13 +28,13 @@ def ghost(gal: GalDeployment, name: str) -> DirectoryChange:
     )
 
 
-async def produce_changes(gal: GalDeployment, changes: list[DirectoryChange], partition: int | None = None) -> None:
+async def produce_changes(gal: GalDeployment, changes: list[DirectoryChange]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=gal.broker.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for change in changes:
             await producer.send_and_wait(
-                gal.topology.kafka.topics.changes, key=change.key.encode(), value=change.to_bytes(), partition=partition
+                gal.topology.kafka.topics.changes, key=change.key.encode(), value=change.to_bytes()
             )
     finally:
         await producer.stop()
@@ -69,47 +69,3 @@ def test_mass_delete_guard_refuses_a_large_sweep_until_allowed(gal: GalDeploymen
 
     gal.idsync("import", "--full", "--forest", "forest-a", "--allow-mass-delete")
     eventually(lambda: len(gal.contacts("forest_a")) == 1, timeout=SYNC_DEADLINE, what="allowed sweep")
-
-
-def test_records_the_processor_skipped_are_re_read(gal: GalDeployment) -> None:
-    wait_until_running(gal)
-    gal.wait_until_processed()
-    gal.stop_workers()
-    topics, group = gal.topology.kafka.topics, gal.topology.streams.app_id
-    lost = [ghost(gal, f"lost{i}") for i in range(3)]
-    asyncio.run(produce_changes(gal, lost, partition=0))
-    # Commit past them, as faust does when it skips records while a worker recovers.
-    end = asyncio.run(end_offset(gal.broker.bootstrap_servers, topics.changes, 0))
-    asyncio.run(commit_offset(gal.broker.bootstrap_servers, group, topics.changes, 0, end))
-
-    gal.start_worker()
-    asyncio.run(produce_changes(gal, [ghost(gal, "next")], partition=0))
-
-    for name in ("lost0", "lost1", "lost2", "next"):
-        eventually(lambda: contact_named(gal, "forest_a", name), timeout=60, what=f"contact {name}")
-
-
-async def end_offset(bootstrap_servers: str, topic: str, partition: int) -> int:
-    from aiokafka import TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        return (await consumer.end_offsets([tp]))[tp]
-    finally:
-        await consumer.stop()
-
-
-async def commit_offset(bootstrap_servers: str, group_id: str, topic: str, partition: int, offset: int) -> None:
-    """Commit one partition's offset for an idle group, joining it to be allowed to."""
-    from aiokafka import TopicPartition
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=500)
-        await consumer.commit({TopicPartition(topic, partition): offset})
-    finally:
-        await consumer.stop()

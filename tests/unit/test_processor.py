@@ -34,7 +34,7 @@ class Harness:
 
     def __init__(self, topology=TOPOLOGY) -> None:
         self.table: dict[bytes, bytes] = {}
-        self.progress: dict[bytes, bytes] = {}
+        self.committed: dict[int, int] = {}  # the group's committed offsets; absent: start of the partition
         self.contacts = []
         self.letters = []
         self.log: dict[int, list[Record]] = {0: [], 1: []}
@@ -45,6 +45,9 @@ class Harness:
         async def dead_letter(record, reason, forest):
             self.letters.append((reason, forest, record.offset))
 
+        async def start_offset(partition):
+            return self.committed.get(partition, 0)
+
         async def read_range(partition, start, stop):
             return [r for r in self.log[partition] if start <= r.offset < stop]
 
@@ -52,10 +55,10 @@ class Harness:
         self.processor = MetaverseProcessor(
             topology,
             table=self.table,
-            progress=self.progress,
             emit_contact=emit,
             dead_letter=dead_letter,
             partition_of=lambda key: int(key[-1:]) % 2,
+            start_offset=start_offset,
             read_range=read_range,
         )
 
@@ -149,15 +152,39 @@ def test_records_skipped_before_the_current_one_are_re_read_and_processed_first(
     harness.feed(user("u4"))
     assert [c.anchor for c in harness.contacts] == ["forest-a/u0", "forest-a/u2", "forest-a/u4"]
     assert harness.letters[0][2] == 2  # the skipped bad record is dead-lettered with its own offset
-    assert harness.progress[b"0"] == b"3"
+    assert harness.processor.processed() == {0: 4}
 
 
-def test_redelivered_records_do_not_move_progress_back():
+def test_records_skipped_before_the_first_delivered_one_are_re_read_from_the_committed_offset():
+    harness = Harness()
+    for object_id in ("u0", "u2", "u4"):
+        harness.append(user(object_id))
+    harness.committed[0] = 1  # u0 was processed by the previous worker
+    harness.feed(user("u6"))  # faust delivers from here: u2 and u4 were skipped
+    assert [c.anchor for c in harness.contacts] == ["forest-a/u2", "forest-a/u4", "forest-a/u6"]
+    assert harness.processor.processed() == {0: 4}
+
+
+def test_records_before_the_processed_offset_are_dropped():
     harness = Harness()
     harness.feed(user("u0"))
     harness.feed(user("u2"))
+    harness.table.clear()  # a re-processed record would add its entry again
     asyncio.run(harness.processor.process(harness.log[0][0]))
-    assert harness.progress[b"0"] == b"1" and len(harness.contacts) == 2
+    assert not harness.table and harness.processor.processed() == {0: 2} and len(harness.contacts) == 2
+
+
+def test_a_forgotten_partition_starts_again_at_its_committed_offset():
+    harness = Harness()
+    harness.feed(user("u0"))
+    harness.feed(user("u2"))
+    harness.processor.forget([0])
+    harness.committed[0] = 1
+    harness.table.clear()  # so that every record processed again shows in the contacts
+    harness.contacts.clear()
+    harness.feed(user("u4"))
+    assert [c.anchor for c in harness.contacts] == ["forest-a/u2", "forest-a/u4"]
+    assert harness.processor.processed() == {0: 3}
 
 
 def test_heartbeats_only_reveal_gaps():
