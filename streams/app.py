@@ -99,7 +99,7 @@ def create_app(topology: Topology) -> faust.App:
         processed=processor.processed, flush=app.producer.flush, commit=commit_offsets
     )
 
-    # Concurrency 1: with more, faust can commit past an event still in flight (#606).
+    # Concurrency 1: the processor handles a partition's records one at a time, in offset order.
     @app.agent(changes, concurrency=1)
     async def maintain_metaverse(stream: faust.StreamT) -> None:
         async for event in stream.events():

@@ -35,7 +35,7 @@ class LagProbe:
         """Lag per partition of `topic` for `group_id` (end offset minus the position, see `positions`)."""
         positions = await self.positions(group_id, topic)
         end = await self._consumer.end_offsets([TopicPartition(topic, p) for p in positions])
-        return {partition: end[TopicPartition(topic, partition)] - position for partition, position in positions.items()}
+        return {p: end[TopicPartition(topic, p)] - position for p, position in positions.items()}
 
     async def positions(self, group_id: str, topic: str) -> dict[int, int]:
         """Per partition of `topic`, where `group_id` resumes: its committed offset, or the start of

@@ -10,6 +10,7 @@ states, dead letters): at-least-once, with an offset that is never ahead of dura
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Awaitable, Callable, Iterable
 
@@ -30,23 +31,27 @@ class ProcessedOffsetCommitter:
         self._flush = flush
         self._commit = commit
         self._committed: dict[int, int] = {}
+        # One commit at a time (the timer's and a revocation's): a slower, older one must not
+        # land after a newer one and move an offset back.
+        self._lock = asyncio.Lock()
 
     async def commit(self, partitions: Iterable[int] | None = None) -> None:
         """Commit the partitions (all by default) whose processed offset moved since the last commit."""
         wanted = None if partitions is None else set(partitions)
-        due = {
-            partition: offset
-            for partition, offset in self._processed().items()
-            if (wanted is None or partition in wanted) and self._committed.get(partition) != offset
-        }
-        if not due:
-            return
-        # Read before the flush: whatever processing sends from now on is not covered by `due`.
-        await self._flush()
-        if await self._commit(due):
-            self._committed.update(due)
-        else:
-            log.info("offset commit not accepted, retried at the next one offsets=%s", due)
+        async with self._lock:
+            due = {
+                partition: offset
+                for partition, offset in self._processed().items()
+                if (wanted is None or partition in wanted) and self._committed.get(partition) != offset
+            }
+            if not due:
+                return
+            # Read before the flush: whatever processing sends from now on is not covered by `due`.
+            await self._flush()
+            if await self._commit(due):
+                self._committed.update(due)
+            else:
+                log.info("offset commit not accepted, retried at the next one offsets=%s", due)
 
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:

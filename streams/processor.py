@@ -79,7 +79,9 @@ class MetaverseProcessor:
         if expected is None:
             expected = await self._start_offset(record.partition)
         if record.offset < expected:
-            log.debug("record processed already topic=%s partition=%d offset=%d", record.topic, record.partition, record.offset)
+            log.debug(
+                "record processed already topic=%s partition=%d offset=%d", record.topic, record.partition, record.offset
+            )
             return
         if record.offset > expected:
             missing = await self._read_range(record.partition, expected, record.offset)

@@ -66,3 +66,28 @@ def test_a_forgotten_partition_is_committed_again_even_at_the_same_offset():
     harness.commit()
     harness.committer.forget([0])
     assert harness.commit() == [("flush",), ("commit", {0: 5})]
+
+
+def test_commits_do_not_overlap_so_an_older_offset_never_lands_after_a_newer_one():
+    harness = Harness()
+    harness.processed[0] = 5
+    first_flush_may_end = asyncio.Event()
+
+    async def slow_first_flush() -> None:
+        harness.calls.append(("flush",))
+        if len(harness.calls) == 1:
+            await first_flush_may_end.wait()
+
+    harness.committer._flush = slow_first_flush
+
+    async def scenario() -> None:
+        older = asyncio.create_task(harness.committer.commit())
+        await asyncio.sleep(0)  # the older commit read offset 5 and waits in its flush
+        harness.processed[0] = 7
+        newer = asyncio.create_task(harness.committer.commit())
+        await asyncio.sleep(0)
+        first_flush_may_end.set()
+        await asyncio.gather(older, newer)
+
+    asyncio.run(scenario())
+    assert [call for call in harness.calls if call[0] == "commit"] == [("commit", {0: 5}), ("commit", {0: 7})]
