@@ -76,9 +76,16 @@ def create_app(topology: Topology) -> faust.App:
     async def emit_contact(contact: ContactState) -> None:
         await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
 
+    # The group's committed offsets, read once for all partitions when the first is needed and
+    # taken out one by one: a partition assigned again later must read its offset afresh.
+    unclaimed_start_offsets: dict[int, int] = {}
+
     async def start_offset(partition: int) -> int:
-        positions = await group_positions(kafka.bootstrap_servers, topology.streams.app_id, kafka.topics.changes)
-        return positions[partition]
+        if partition not in unclaimed_start_offsets:
+            unclaimed_start_offsets.update(
+                await group_positions(kafka.bootstrap_servers, topology.streams.app_id, kafka.topics.changes)
+            )
+        return unclaimed_start_offsets.pop(partition)
 
     processor = MetaverseProcessor(
         topology,
@@ -120,6 +127,7 @@ def create_app(topology: Topology) -> faust.App:
         await committer.commit(partitions)
         committer.forget(partitions)
         processor.forget(partitions)
+        unclaimed_start_offsets.clear()
 
     @app.on_before_shutdown.connect
     async def commit_before_shutdown(_app: faust.App, **_: Any) -> None:
