@@ -33,8 +33,8 @@ import ldap3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.ldap_accesslog import AccesslogPollReader  # noqa: E402
-from connectors.ldap_syncrepl import AccesslogSyncReader  # noqa: E402
+from connectors.openldap.accesslog_poll import AccesslogPollReader  # noqa: E402
+from connectors.openldap.syncrepl import AccesslogSyncReader  # noqa: E402
 from idsync.rig import SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402

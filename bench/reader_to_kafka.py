@@ -52,11 +52,11 @@ from ldap3.utils.asn1 import decode_message_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.ad_dirsync import DIRSYNC_OID  # noqa: E402
-from connectors.ad_values import escape_rdn_value  # noqa: E402
-from connectors.ldap_scope import RECORD_ATTRIBUTES  # noqa: E402
-from connectors.ldap_session import decode_entries_fast  # noqa: E402
-from connectors.ldap_wire import protocol_op_tag  # noqa: E402
+from connectors.ad.dirsync import DIRSYNC_OID  # noqa: E402
+from connectors.ad.values import escape_rdn_value  # noqa: E402
+from connectors.ldap.scope import RECORD_ATTRIBUTES  # noqa: E402
+from connectors.ldap.session import decode_entries_fast  # noqa: E402
+from connectors.ldap.wire import protocol_op_tag  # noqa: E402
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402

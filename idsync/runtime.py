@@ -8,12 +8,12 @@ import logging
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connectors.ad_dirsync import DirSyncReader
-from connectors.ad_usn_poll import UsnPollReader
-from connectors.ldap_accesslog import AccesslogPollReader
-from connectors.ldap_contacts import LdapContactWriter
-from connectors.ldap_generic_poll import GenericPollReader
-from connectors.ldap_syncrepl import AccesslogSyncReader
+from connectors.ad.dirsync import DirSyncReader
+from connectors.ad.usn_poll import UsnPollReader
+from connectors.ldap.contacts import LdapContactWriter
+from connectors.ldap.generic_poll import GenericPollReader
+from connectors.openldap.accesslog_poll import AccesslogPollReader
+from connectors.openldap.syncrepl import AccesslogSyncReader
 from streams.app import add_component, create_app
 from streams.contracts import ChangeReader
 from streams.kafka_topics import ensure_topics

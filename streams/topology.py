@@ -29,7 +29,7 @@ from streams.templates import Template, TemplateError, is_attribute_name
 Role = Literal["user", "central"]
 ROLES: tuple[Role, ...] = ("user", "central")
 # How a forest's changes are captured; idsync/runtime.py maps each mode to its reader.
-# accesslog-poll: slapd accesslog polled with an overlap window (connectors/ldap_accesslog.py)
+# accesslog-poll: slapd accesslog polled with an overlap window (connectors/openldap/accesslog_poll.py)
 # accesslog-sync: RFC 4533 refreshAndPersist on slapd's accesslog (push, cookie-resumable)
 # ad-dirsync: Active Directory DirSync control (cookie-resumable, tombstones for deletes)
 # ad-usn-poll: Active Directory uSNChanged polling, deletes from the Deleted Objects container

@@ -11,7 +11,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ldap_accesslog import AccesslogPollReader
+from connectors.openldap.accesslog_poll import AccesslogPollReader
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
 from streams.contracts import RetriableError
@@ -102,8 +102,8 @@ async def test_a_new_reader_resumes_from_a_returned_position(directories: Direct
 async def test_a_backlog_is_read_a_bounded_span_at_a_time_and_an_idle_gap_is_crossed(
     directories: Directories, base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("connectors.ldap_accesslog._SPAN_RECORDS", 40)
-    monkeypatch.setattr("connectors.ldap_accesslog._FIRST_SPAN_SECONDS", 0.05)
+    monkeypatch.setattr("connectors.openldap.accesslog_poll._SPAN_RECORDS", 40)
+    monkeypatch.setattr("connectors.openldap.accesslog_poll._FIRST_SPAN_SECONDS", 0.05)
     directory = Directory(directories.forest_a)
     forest = forest_config(directories.forest_a, base, tmp_path / "password")
     reader = AccesslogPollReader(forest)

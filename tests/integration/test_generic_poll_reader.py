@@ -10,7 +10,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ldap_generic_poll import MODIFY_TIMESTAMP, GenericPollReader
+from connectors.ldap.generic_poll import MODIFY_TIMESTAMP, GenericPollReader
 from idsync.rig import SlapdInstance
 from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou

@@ -8,7 +8,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ldap_scope import _SCAN_INSTEAD_OF_LOOKUP
+from connectors.ldap.scope import _SCAN_INSTEAD_OF_LOOKUP
 from idsync.rig.forests import reader_forest
 from idsync.runtime import make_reader
 from streams.events import ObjectKind

@@ -12,9 +12,9 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ldap_accesslog import AccesslogPollReader
-from connectors.ldap_generic_poll import GenericPollReader
-from connectors.ldap_syncrepl import AccesslogSyncReader
+from connectors.ldap.generic_poll import GenericPollReader
+from connectors.openldap.accesslog_poll import AccesslogPollReader
+from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig.forests import reader_forest
 from streams.contracts import ChangeReader
 from streams.events import ChangeOp, DirectoryChange

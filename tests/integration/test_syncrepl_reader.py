@@ -11,7 +11,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ldap_syncrepl import AccesslogSyncReader
+from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
 from streams.contracts import ReadBatch, RetriableError

@@ -2,14 +2,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connectors.accesslog import (
-    RecordError,
+from connectors.ldap.values import RecordError, position_at, position_minus
+from connectors.openldap.accesslog import (
     csn_lower_bound,
     decode_record,
     iso_time,
     parse_modifications,
-    position_at,
-    position_minus,
     record_csn,
     snapshot_position,
 )
@@ -204,7 +202,7 @@ def test_a_snapshot_position_is_a_time_older_than_the_csns_of_writes_after_it():
 
 
 def test_within_compares_dns_by_components():
-    from connectors.accesslog import within
+    from connectors.ldap.values import within
 
     assert within("uid=a,OU=People,dc=x", "ou=people,dc=x")
     assert within("ou=people,dc=x", "ou=people,dc=x")
@@ -224,14 +222,14 @@ def test_binary_values_travel_base64_encoded_under_a_marked_name():
 
 
 def test_csn_after_moves_the_time_to_the_microsecond_and_carries_over():
-    from connectors.accesslog import csn_after
+    from connectors.openldap.accesslog import csn_after
 
     assert csn_after("20261122053453.189566Z#000003#000#000000", 1.5) == "20261122053454.689566Z#000000#000#000000"
     assert csn_after("20261231235959.999999Z#000000#000#000000", 0.000001) == "20270101000000.000000Z#000000#000#000000"
 
 
 def test_the_poll_span_halves_when_crowded_doubles_when_sparse_and_stays_bounded():
-    from connectors.ldap_accesslog import _SPAN_LIMITS, _SPAN_RECORDS, _next_span
+    from connectors.openldap.accesslog_poll import _SPAN_LIMITS, _SPAN_RECORDS, _next_span
 
     assert _next_span(8.0, _SPAN_RECORDS + 1) == 4.0
     assert _next_span(8.0, _SPAN_RECORDS // 2) == 8.0

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from connectors.ad_scope import ScopeMemory
-from connectors.ad_values import (
+from connectors.ad.scope import ScopeMemory
+from connectors.ad.values import (
     DirSyncEntry,
     EntryError,
     entry_usn,

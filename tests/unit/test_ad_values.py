@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from connectors.ad_values import (
+from connectors.ad.values import (
     CookieError,
     EntryError,
     ValueRange,

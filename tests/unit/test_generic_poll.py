@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from connectors.ldap_generic_poll import (
+from connectors.ldap.generic_poll import (
     ENTRY_CSN,
     MODIFY_TIMESTAMP,
     PollPosition,

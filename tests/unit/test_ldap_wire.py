@@ -1,4 +1,4 @@
-"""Search entries decoded by connectors.ldap_wire equal what ldap3's own decoder makes of them."""
+"""Search entries decoded by connectors.ldap.wire equal what ldap3's own decoder makes of them."""
 
 import ldap3
 import pytest
@@ -22,7 +22,7 @@ from ldap3.protocol.rfc4511 import (
 from ldap3.utils.asn1 import decode_message_fast
 from pyasn1.codec.ber import encoder
 
-from connectors.ldap_wire import MalformedMessage, RawAttributes, decode_response, decode_search_entry, message_length
+from connectors.ldap.wire import MalformedMessage, RawAttributes, decode_response, decode_search_entry, message_length
 
 
 def entry_message(dn: bytes, attributes: dict[str, list[bytes]], *, message_id: int = 5, controls=()) -> bytes:

@@ -3,7 +3,7 @@ one captured from slapd 2.5, round trips, and malformed input."""
 
 import pytest
 
-from connectors.rfc4533 import (
+from connectors.openldap.rfc4533 import (
     SYNC_REQUEST_OID,
     SyncDone,
     SyncInfo,

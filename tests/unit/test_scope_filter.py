@@ -1,10 +1,10 @@
-"""The forest filter's decisions (connectors/scope_filter.py), with the directory's answers given."""
+"""The forest filter's decisions (connectors/ldap/scope_filter.py), with the directory's answers given."""
 
 from collections.abc import Mapping, Sequence
 
 import pytest
 
-from connectors.scope_filter import FilterMemory
+from connectors.ldap.scope_filter import FilterMemory
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 
 

@@ -1,7 +1,7 @@
 """How the push reader turns sync messages into a batch: which cookie may become the position.
 
 The rule under test: a batch's position never covers a change that is not in the batch or before
-it. Message dicts are shaped as connectors.ldap_persistent delivers them.
+it. Message dicts are shaped as connectors.ldap.persistent delivers them.
 """
 
 import asyncio
@@ -9,9 +9,8 @@ import asyncio
 import orjson
 import pytest
 
-from connectors.ldap_scope import ForestScope
-from connectors.ldap_syncrepl import AccesslogSyncReader, _cookie, _position, _SyncStream
-from connectors.rfc4533 import (
+from connectors.ldap.scope import ForestScope
+from connectors.openldap.rfc4533 import (
     SYNC_INFO_OID,
     SYNC_STATE_OID,
     SyncInfo,
@@ -21,6 +20,7 @@ from connectors.rfc4533 import (
     encode_sync_info,
     encode_sync_state,
 )
+from connectors.openldap.syncrepl import AccesslogSyncReader, _cookie, _position, _SyncStream
 from streams.contracts import RejectedRecord, RetriableError
 from streams.events import ChangeOp, ObjectKind
 from streams.topology import ChangeCapture, Forest, Secret
@@ -203,7 +203,7 @@ class ScriptedStream:
 
 @pytest.fixture
 def scripted(monkeypatch) -> list[bytes]:
-    monkeypatch.setattr("connectors.ldap_syncrepl._SyncStream", ScriptedStream)
+    monkeypatch.setattr("connectors.openldap.syncrepl._SyncStream", ScriptedStream)
     # No directory behind the script to be restored from a backup (tests/integration cover that).
     monkeypatch.setattr(AccesslogSyncReader, "_log_went_on_without", lambda self, position: False)
     ScriptedStream.started = []

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import orjson
 
-from connectors.ldap_scope import WriterAccounts
+from connectors.ldap.scope import WriterAccounts
 from streams.events import ChangeOp, DirectoryChange
 from streams.metaverse import SourceObject, apply_change
 from tests.unit.test_processor import Harness, user

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import ldap3
 import pytest
 
-from connectors.ad_values import escape_rdn_value
+from connectors.ad.values import escape_rdn_value
 from idsync.rig.samba import AddressClaim, SambaDC, claim_loopback_address
 from tests.integration.ad.reader_harness import ReaderDeployment, deploy_reader
 

@@ -16,7 +16,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from connectors.ad_values import cookie_usn, decode_cookie
+from connectors.ad.values import cookie_usn, decode_cookie
 from idsync.rig import KafkaBroker
 from idsync.rig.process import ManagedProcess
 from idsync.rig.samba import SambaDC

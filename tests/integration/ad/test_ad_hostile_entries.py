@@ -14,7 +14,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPInvalidAttributeSyntaxResult
 
-from connectors.ad_values import escape_rdn_value, same_dn
+from connectors.ad.values import escape_rdn_value, same_dn
 from streams.events import MAX_EVENT_BYTES, ChangeOp, DirectoryChange
 from tests.integration.ad.conftest import Directory
 from tests.integration.ad.reader_harness import ReaderDeployment

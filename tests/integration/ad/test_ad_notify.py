@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ad_dirsync import DirSyncReader
-from connectors.ad_values import same_dn
+from connectors.ad.dirsync import DirSyncReader
+from connectors.ad.values import same_dn
 from idsync.rig.forests import reader_forest
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
 from tests.integration.ad.conftest import Directory
@@ -87,7 +87,7 @@ async def test_a_notified_change_is_read_long_before_the_poll_interval(alpha: Di
 async def test_a_lost_notification_connection_is_subscribed_again(
     alpha: Directory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="connectors.ad_notify")
+    caplog.set_level(logging.WARNING, logger="connectors.ad.notify")
     user = alpha.add_user("Resubscribed User")
     reader = reader_for(alpha, tmp_path, wake=True, poll_interval_seconds=LONG_POLL_SECONDS)
     try:

@@ -17,9 +17,9 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors import ad_usn_poll
-from connectors.ad_usn_poll import UsnPollReader
-from connectors.ad_values import same_dn
+from connectors.ad import usn_poll as ad_usn_poll
+from connectors.ad.usn_poll import UsnPollReader
+from connectors.ad.values import same_dn
 from idsync.rig.samba import SambaDC
 from idsync.runtime import make_reader
 from streams.events import ChangeOp, DirectoryChange

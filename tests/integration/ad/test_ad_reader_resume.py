@@ -22,7 +22,7 @@ import ldap3
 import pytest
 from ldap3.protocol.microsoft import show_deleted_control
 
-from connectors.ad_values import guid_text, same_dn
+from connectors.ad.values import guid_text, same_dn
 from streams.events import DirectoryChange, ObjectKind
 from streams.metaverse import SourceObject, apply_change
 from tests.integration.ad.conftest import Directory
@@ -183,7 +183,7 @@ def test_the_reader_rides_out_a_restart_of_its_dc(alpha: Directory, reader: Read
     alpha.connection.unbind()
     alpha.dc.stop()
     try:
-        # The RetriableError's text (connectors.ldap_session), whatever the runner's log line around it.
+        # The RetriableError's text (connectors.ldap.session), whatever the runner's log line around it.
         eventually(lambda: "forest alpha: LDAP" in reader.log_text, timeout=30, what="the reader noticing")
     finally:
         alpha.dc.start()

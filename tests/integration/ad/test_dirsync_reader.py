@@ -19,8 +19,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors.ad_dirsync import DirSyncReader
-from connectors.ad_values import escape_rdn_value, same_dn
+from connectors.ad.dirsync import DirSyncReader
+from connectors.ad.values import escape_rdn_value, same_dn
 from idsync.rig.samba import SambaDC
 from idsync.rig.forests import reader_forest
 from idsync.runtime import make_reader

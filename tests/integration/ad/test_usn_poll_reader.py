@@ -16,9 +16,9 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from connectors import ad_usn_poll
-from connectors.ad_usn_poll import UsnPollReader
-from connectors.ad_values import same_dn
+from connectors.ad import usn_poll as ad_usn_poll
+from connectors.ad.usn_poll import UsnPollReader
+from connectors.ad.values import same_dn
 from streams.contracts import RetriableError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from streams.metaverse import SourceObject, apply_change

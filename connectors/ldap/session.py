@@ -14,7 +14,7 @@ from ldap3 import NONE, SYNC, Connection, Server
 from ldap3.core import exceptions as ldap_errors
 from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 
-from connectors.ldap_wire import RawAttributes, decode_response
+from connectors.ldap.wire import RawAttributes, decode_response
 from streams.contracts import PermanentError, RetriableError
 from streams.topology import Forest
 
@@ -119,7 +119,7 @@ def discard(connection: Connection) -> None:
 
 
 def decode_entries_fast(connection: Connection) -> None:
-    """Make `connection` decode search entries with connectors.ldap_wire, values raw.
+    """Make `connection` decode search entries with connectors.ldap.wire, values raw.
 
     ldap3 decodes every message into a tree of tuples, then formats each attribute's values as
     text by the schema; the connectors read only ``raw_attributes``. Nothing here reads ldap3's

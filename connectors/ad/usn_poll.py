@@ -5,8 +5,8 @@ any authenticated account can read ``uSNChanged``, the DC-local number of an obj
 change. Each read asks the naming context for the objects whose ``uSNChanged`` is above the
 position and publishes each one whole, as its latest state; deleted objects are found in the
 Deleted Objects container, which only the Show Deleted control makes visible. Decoding is shared
-with the DirSync reader (:mod:`connectors.ad_values`), and so is the memory of DNs that turns
-renames into MOVEs and moves across ``base_dn`` into ADDs and DELETEs (:mod:`connectors.ad_scope`).
+with the DirSync reader (:mod:`connectors.ad.values`), and so is the memory of DNs that turns
+renames into MOVEs and moves across ``base_dn`` into ADDs and DELETEs (:mod:`connectors.ad.scope`).
 
 What this mode does not carry: intermediate states (two changes between polls are one event)
 and membership deltas. A group's event holds its whole ``member`` list, which the metaverse's
@@ -54,8 +54,8 @@ from datetime import datetime, timezone
 from ldap3 import BASE, DEREF_NEVER, LEVEL, SUBTREE, Connection
 from ldap3.protocol.microsoft import show_deleted_control
 
-from connectors.ad_scope import FilterSearch, ScopeBatch, ScopeMemory, naming_context, raw_json
-from connectors.ad_values import (
+from connectors.ad.scope import FilterSearch, ScopeBatch, ScopeMemory, naming_context, raw_json
+from connectors.ad.values import (
     DirSyncEntry,
     EntryError,
     ValueRange,
@@ -67,7 +67,7 @@ from connectors.ad_values import (
     usn_position,
     value_range,
 )
-from connectors.ldap_session import LdapSession
+from connectors.ldap.session import LdapSession
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 from streams.topology import Forest

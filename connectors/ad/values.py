@@ -1,6 +1,6 @@
 """Decoding Active Directory DirSync results into directory change events.
 
-Pure functions: the reader in :mod:`connectors.ad_dirsync` feeds them the raw attributes of
+Pure functions: the reader in :mod:`connectors.ad.dirsync` feeds them the raw attributes of
 the entries a DirSync search returns. What DirSync sends, and how it becomes an event:
 
 - Every entry carries ``objectGUID``; its canonical text (AD's mixed-endian layout, the form
@@ -31,7 +31,7 @@ DirSync never returns ``uSNChanged`` (it is not replicated), so an event's posit
 high-water mark of the cookie returned with it: every change it covers is at or below that
 USN and every later change above it. Zero-padded to 20 digits, positions sort as text.
 
-The uSNChanged poller (:mod:`connectors.ad_usn_poll`) reads whole entries with a plain search
+The uSNChanged poller (:mod:`connectors.ad.usn_poll`) reads whole entries with a plain search
 instead; they carry ``whenCreated``, so :func:`to_change` makes each an ADD of the latest state.
 Its own rules are :func:`entry_usn`, :func:`rdn_usn` and :func:`latest_state`.
 """
@@ -46,8 +46,8 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from connectors.accesslog import attribute_value, within
-from connectors.ldap_wire import RawAttributes as WireAttributes
+from connectors.ldap.values import attribute_value, within
+from connectors.ldap.wire import RawAttributes as WireAttributes
 from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 from streams.metaverse import classify
 

@@ -1,11 +1,11 @@
 """What an OpenLDAP reader sees of its forest: the objects under ``base_dn`` matching its filter.
 
-Shared by the polling reader (:mod:`connectors.ldap_accesslog`) and the push reader
-(:mod:`connectors.ldap_syncrepl`): both decode the same accesslog records, see them through the
+Shared by the polling reader (:mod:`connectors.openldap.accesslog_poll`) and the push reader
+(:mod:`connectors.openldap.syncrepl`): both decode the same accesslog records, see them through the
 same scope (a move across base_dn is an add or a delete for idsync; an object that starts or
-stops matching the forest's filter enters or leaves scope, see :mod:`connectors.scope_filter`)
+stops matching the forest's filter enters or leaves scope, see :mod:`connectors.ldap.scope_filter`)
 and start from the same snapshot; they differ only in how records reach them. The generic
-poller (:mod:`connectors.ldap_generic_poll`) shares the snapshot, the filter and entry decoding.
+poller (:mod:`connectors.ldap.generic_poll`) shares the snapshot, the filter and entry decoding.
 
 idsync's own writes are flagged (``written_by_idsync``) when made by one of the forest's writer
 accounts: for a logged change the record's ``reqAuthzID`` names the account; an object read
@@ -25,9 +25,10 @@ from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from connectors.accesslog import RecordError, attribute_value, decode_record, within
-from connectors.ldap_session import LdapSession
-from connectors.scope_filter import FilterMemory
+from connectors.ldap.scope_filter import FilterMemory
+from connectors.ldap.session import LdapSession
+from connectors.ldap.values import RecordError, attribute_value, within
+from connectors.openldap.accesslog import decode_record
 from streams.contracts import RejectedRecord
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from streams.metaverse import classify

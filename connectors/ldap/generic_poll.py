@@ -16,7 +16,7 @@ change feed:
   read more than ``overlap_seconds`` after the undone writes carries the restored state, newer
   than theirs, and the sweep removes the objects it lacks.
 - With a forest filter, snapshots read only matching entries, and polls still read every changed
-  entry so that one that stopped matching is published as a DELETE (:mod:`connectors.scope_filter`).
+  entry so that one that stopped matching is published as a DELETE (:mod:`connectors.ldap.scope_filter`).
 
 The stamp is ``entryCSN`` when the server keeps it (OpenLDAP does), else ``modifyTimestamp``.
 entryCSN has microseconds plus a per-write counter, so it is unique per write and is the
@@ -45,9 +45,9 @@ from datetime import datetime, timezone
 import orjson
 from ldap3 import BASE, DEREF_NEVER, SUBTREE
 
-from connectors.accesslog import RecordError, position_at, position_minus
-from connectors.ldap_scope import ForestScope, raw_json
-from connectors.ldap_session import LdapSession
+from connectors.ldap.scope import ForestScope, raw_json
+from connectors.ldap.session import LdapSession
+from connectors.ldap.values import RecordError, position_at, position_minus
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 from streams.topology import Forest

@@ -15,7 +15,7 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from connectors.ldap_session import LdapSession, sorted_errors
+from connectors.ldap.session import LdapSession, sorted_errors
 from streams.contracts import PermanentError
 from streams.events import ContactState
 from streams.provisioning import ANCHOR_ATTRIBUTE

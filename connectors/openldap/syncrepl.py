@@ -21,7 +21,7 @@ than the record's CSN as long as the clocks of idsync and slapd agree within tha
 poll reader also assumes. slapd's cookies hold only the CSN, not the search, so that
 cookie also serves the subtree search.
 
-The search's messages arrive on a thread of its own (connectors.ldap_persistent). They cross to
+The search's messages arrive on a thread of its own (connectors.ldap.persistent). They cross to
 asyncio through a bounded inbox: when it is full that thread waits, so a large backlog is held
 back by TCP instead of memory. A connection that drops ends that thread; read() notices within a
 fraction of a second and raises RetriableError, and the next read() reconnects from the
@@ -40,11 +40,11 @@ from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from ldap3.core.exceptions import LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import record_csn, snapshot_position
-from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_persistent import PersistentSearch
-from connectors.ldap_session import LdapSession, sorted_errors
-from connectors.rfc4533 import (
+from connectors.ldap.persistent import PersistentSearch
+from connectors.ldap.scope import RECORD_ATTRIBUTES, ForestScope
+from connectors.ldap.session import LdapSession, sorted_errors
+from connectors.openldap.accesslog import record_csn, snapshot_position
+from connectors.openldap.rfc4533 import (
     E_SYNC_REFRESH_REQUIRED,
     SYNC_DONE_OID,
     SYNC_INFO_OID,

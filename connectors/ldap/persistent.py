@@ -2,8 +2,8 @@
 a thread of its own.
 
 The search runs on a connection of its own, opened and bound like any other
-(:func:`connectors.ldap_session.open_connection`). Once the request is sent, a thread owns the
-socket: it frames each message, decodes it (:mod:`connectors.ldap_wire`) and hands it to the
+(:func:`connectors.ldap.session.open_connection`). Once the request is sent, a thread owns the
+socket: it frames each message, decodes it (:mod:`connectors.ldap.wire`) and hands it to the
 caller's callback, which may block to hold the server back. ldap3's own streaming strategy was
 used before; its receiver thread kept every response in a list, re-framed its buffer message by
 message and decoded each entry twice over, which made it the push reader's bottleneck.
@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 from ldap3 import DEREF_NEVER, SUBTREE, Connection
 from ldap3.operation.search import search_operation
 
-from connectors.ldap_session import discard, open_connection, sorted_errors
-from connectors.ldap_wire import decode_response, message_length
+from connectors.ldap.session import discard, open_connection, sorted_errors
+from connectors.ldap.wire import decode_response, message_length
 from streams.topology import Forest
 
 log = logging.getLogger(__name__)

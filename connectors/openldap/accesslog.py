@@ -1,24 +1,31 @@
 """Decoding OpenLDAP accesslog records (slapo-accesslog) into directory change events.
 
-Pure functions: the readers in :mod:`connectors.ldap_accesslog` and :mod:`connectors.ldap_syncrepl`
-feed them the raw attributes of ``auditWriteObject`` entries.  A record's position is its
-``entryCSN``, the CSN of the write it logs (``YYYYmmddHHMMSS.ffffffZ#count#sid#mod``): unique, and
-ordered as a string in the order the writes committed.  Its ``reqStart`` (when the write arrived)
-is the change's time only: writes commit in another order than they arrive, and a position out of
-commit order makes the metaverse drop a change as older than one it already holds.  Snapshot
-positions are times (``YYYYmmddHHMMSS.000000Z``) and compare with CSNs by their time.
+Pure functions: the readers in :mod:`connectors.openldap.accesslog_poll` and
+:mod:`connectors.openldap.syncrepl` feed them the raw attributes of ``auditWriteObject`` entries.  A
+record's position is its ``entryCSN``, the CSN of the write it logs
+(``YYYYmmddHHMMSS.ffffffZ#count#sid#mod``): unique, and ordered as a string in the order the writes
+committed.  Its ``reqStart`` (when the write arrived) is the change's time only: writes commit in
+another order than they arrive, and a position out of commit order makes the metaverse drop a change
+as older than one it already holds.  Snapshot positions are times (``YYYYmmddHHMMSS.000000Z``) and
+compare with CSNs by their time.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
 from ldap3.utils.dn import parse_dn
 
-from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp
+from connectors.ldap.values import (
+    GENERALIZED_TIME,
+    RecordError,
+    attribute_value,
+    position_at,
+    position_minus,
+    unescape,
+)
+from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
 from streams.metaverse import classify
 
 # Maintained by the server; never part of what a person changed.
@@ -41,16 +48,11 @@ OPERATIONAL_ATTRIBUTES = frozenset(
 )
 
 _MOD_OPS = {"+": ModOp.ADD, "-": ModOp.DELETE, "=": ModOp.REPLACE}
-_GENERALIZED_TIME = "%Y%m%d%H%M%S"
 # Makes a time a whole CSN, the least of its microsecond: slapd evaluates an entryCSN filter whose
 # value is not a whole CSN as Undefined (no match, no error).
 _CSN_TAIL = "#000000#000#000000"
 
 RawAttributes = Mapping[str, Sequence[bytes]]
-
-
-class RecordError(ValueError):
-    """An accesslog record that cannot become an event."""
 
 
 def decode_record(forest: str, raw: RawAttributes) -> DirectoryChange | None:
@@ -114,35 +116,6 @@ def parse_modifications(req_mods: Sequence[bytes]) -> tuple[Modification, ...]:
     return tuple(grouped)
 
 
-def within(dn: str | None, base_dn: str) -> bool:
-    """Whether `dn` is `base_dn` or below it (attribute types and values compared case-insensitively)."""
-    if not dn:
-        return False
-    if _plainly_below(dn, base_dn):
-        return True
-    try:
-        entry, base = _dn_key(dn), _dn_key(base_dn)
-    except Exception:  # noqa: BLE001 - ldap3 raises several types for a malformed DN
-        return False
-    return len(entry) >= len(base) and entry[len(entry) - len(base) :] == base
-
-
-def _plainly_below(dn: str, base_dn: str) -> bool:
-    """The common case without parsing: `dn` ends with `,base_dn` spelled the same way (but for
-    case), and that comma is a separator, not escaped. Anything else is parsed."""
-    suffix = "," + base_dn.lower()
-    lowered = dn.lower()
-    if not lowered.endswith(suffix):
-        return False
-    backslashes = len(lowered) - len(suffix) - len(lowered[: len(lowered) - len(suffix)].rstrip("\\"))
-    return backslashes % 2 == 0
-
-
-@functools.lru_cache(maxsize=64)
-def _dn_key(dn: str) -> tuple[tuple[str, str], ...]:
-    return tuple((name.lower(), _unescape(value).lower()) for name, value, _ in parse_dn(dn))
-
-
 def record_csn(raw: RawAttributes) -> str | None:
     """The record's entryCSN, its position; None if it has none."""
     values = next((values for name, values in raw.items() if name.lower() == "entrycsn"), ())
@@ -165,8 +138,8 @@ def csn_lower_bound(position: str, overlap_seconds: float) -> str:
 
 def csn_after(csn: str, seconds: float) -> str:
     """The least CSN `seconds` after `csn`'s time (to the microsecond)."""
-    moment = datetime.strptime(csn[:21], _GENERALIZED_TIME + ".%f") + timedelta(seconds=seconds)
-    return f"{moment:{_GENERALIZED_TIME}.%f}Z{_CSN_TAIL}"
+    moment = datetime.strptime(csn[:21], GENERALIZED_TIME + ".%f") + timedelta(seconds=seconds)
+    return f"{moment:{GENERALIZED_TIME}.%f}Z{_CSN_TAIL}"
 
 
 def snapshot_position(overlap_seconds: float) -> str:
@@ -175,16 +148,6 @@ def snapshot_position(overlap_seconds: float) -> str:
     A time, not a CSN: after a restore the log's CSNs may be older than what the metaverse holds,
     and the snapshot must still win."""
     return position_minus(position_at(datetime.now(timezone.utc)), overlap_seconds)
-
-
-def position_minus(position: str, seconds: float) -> str:
-    """The earliest position of the second `seconds` before `position`'s second."""
-    moment = datetime.strptime(position[:14], _GENERALIZED_TIME) - timedelta(seconds=seconds)
-    return f"{moment:{_GENERALIZED_TIME}}.000000Z"
-
-
-def position_at(moment: datetime) -> str:
-    return f"{moment.astimezone(timezone.utc):{_GENERALIZED_TIME}}.000000Z"
 
 
 def iso_time(stamp: str) -> str:
@@ -240,14 +203,6 @@ def _split_req_mod(line: bytes) -> tuple[str, ModOp | None, str | None]:
     return name, op, value
 
 
-def attribute_value(name: str, value: bytes) -> tuple[str, str]:
-    """A raw LDAP value as event text: UTF-8 as is, anything else base64 under name;base64."""
-    try:
-        return name, value.decode("utf-8")
-    except UnicodeDecodeError:
-        return name + BINARY_SUFFIX, base64.b64encode(value).decode("ascii")
-
-
 def _added_values(req_mods: Sequence[bytes]) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for line in req_mods:
@@ -258,7 +213,7 @@ def _added_values(req_mods: Sequence[bytes]) -> dict[str, list[str]]:
 
 
 def _rdn_values(rdn: str) -> list[tuple[str, str]]:
-    return [(name, _unescape(value)) for name, value, _ in parse_dn(rdn)]
+    return [(name, unescape(value)) for name, value, _ in parse_dn(rdn)]
 
 
 def _rdn_of(dn: str) -> str:
@@ -277,23 +232,6 @@ def _parent_dn(dn: str) -> str:
         if separator != "+":
             return ",".join(f"{n}={v}" for n, v, _ in components[index + 1 :])
     return ""
-
-
-def _unescape(value: str) -> str:
-    """Undo RFC 4514 escaping (``\\,`` and ``\\c3\\a9`` style) in one RDN value."""
-    out, i = bytearray(), 0
-    while i < len(value):
-        pair = value[i + 1 : i + 3]
-        if value[i] == "\\" and len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
-            out.append(int(pair, 16))
-            i += 3
-        elif value[i] == "\\" and i + 1 < len(value):
-            out += value[i + 1].encode()
-            i += 2
-        else:
-            out += value[i].encode()
-            i += 1
-    return out.decode("utf-8", errors="replace")
 
 
 def _text(name: str, value: bytes) -> str:

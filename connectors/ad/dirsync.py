@@ -6,10 +6,10 @@ is the reader's snapshot (the living objects in scope: tombstones are left to th
 reader's position is that cookie (base64 text), so a restart resumes exactly where the last
 durable batch ended. AD accepts DirSync only at a naming-context root, so the search covers
 the whole domain and results outside ``base_dn`` are dropped here. Decoding rules (adds,
-deletes, renames, ranged member values, positions) are in :mod:`connectors.ad_values`; how
-renames and moves across ``base_dn`` are told apart, in :mod:`connectors.ad_scope`. With
+deletes, renames, ranged member values, positions) are in :mod:`connectors.ad.values`; how
+renames and moves across ``base_dn`` are told apart, in :mod:`connectors.ad.scope`. With
 ``wake_on_change_notification``, an idle poll ends as soon as the DC notifies a change
-(:mod:`connectors.ad_notify`).
+(:mod:`connectors.ad.notify`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from functools import partial
 from ldap3 import DEREF_NEVER, SUBTREE, Connection
 from ldap3.protocol.microsoft import dir_sync_control
 
-from connectors.ad_notify import ChangeNotifications
-from connectors.ad_scope import FilterSearch, Publish, ScopeMemory, naming_context, raw_json
-from connectors.ad_values import (
+from connectors.ad.notify import ChangeNotifications
+from connectors.ad.scope import FilterSearch, Publish, ScopeMemory, naming_context, raw_json
+from connectors.ad.values import (
     CookieError,
     DirSyncEntry,
     EntryError,
@@ -37,7 +37,7 @@ from connectors.ad_values import (
     to_change,
     usn_position,
 )
-from connectors.ldap_session import LdapSession
+from connectors.ldap.session import LdapSession
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 from streams.topology import Forest

@@ -1,7 +1,7 @@
 """What an Active Directory reader sees of its forest: the objects under ``base_dn``, and where each one was.
 
-Shared by the DirSync reader (:mod:`connectors.ad_dirsync`) and the uSNChanged poller
-(:mod:`connectors.ad_usn_poll`). Both read the whole naming context (DirSync must start at its
+Shared by the DirSync reader (:mod:`connectors.ad.dirsync`) and the uSNChanged poller
+(:mod:`connectors.ad.usn_poll`). Both read the whole naming context (DirSync must start at its
 root; the poller must see objects leave ``base_dn``) and neither source says where a renamed
 object was. So a reader remembers the DN of every object in scope, learnt from its snapshot and
 kept up with each batch, to turn a rename into a MOVE and to notice objects leaving ``base_dn``.
@@ -9,7 +9,7 @@ After a restart from a stored position that memory is empty; an object renamed i
 published whole, as an ADD, and one renamed out of scope as a DELETE (harmless if it was never in
 scope: nothing downstream knows it).
 
-A forest's LDAP filter narrows the scope further (:mod:`connectors.scope_filter`): neither
+A forest's LDAP filter narrows the scope further (:mod:`connectors.ldap.scope_filter`): neither
 DirSync nor uSNChanged can evaluate it, so after each batch the DC is asked which of the batch's
 objects match now (:class:`FilterSearch`), and objects enter and leave scope accordingly. The
 snapshot starts from "nothing matches", so it keeps exactly the matching objects.
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 import orjson
 from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 
-from connectors.accesslog import attribute_value, within
-from connectors.ad_values import DirSyncEntry, guid_filter, parse_entry, same_dn, to_change
-from connectors.scope_filter import FilterLookup, FilterMemory
+from connectors.ad.values import DirSyncEntry, guid_filter, parse_entry, same_dn, to_change
+from connectors.ldap.scope_filter import FilterLookup, FilterMemory
+from connectors.ldap.values import attribute_value, within
 from streams.contracts import PermanentError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from streams.topology import Forest

@@ -12,7 +12,7 @@ contextCSN C, then the records with a CSN in (position, C] in CSN order; the bat
 the newest CSN read. There is no overlap window to re-check and nothing is read twice. After a
 snapshot the position is the log's contextCSN read before it: everything at or below it is in
 the snapshot. A position stored before positions were CSNs (a reqStart) is read from the overlap
-window before it (connectors.accesslog.csn_lower_bound).
+window before it (connectors.openldap.accesslog.csn_lower_bound).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import logging
 from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.accesslog import csn_after, csn_lower_bound, snapshot_position
-from connectors.ldap_scope import RECORD_ATTRIBUTES, ForestScope
-from connectors.ldap_session import LdapSession
+from connectors.ldap.scope import RECORD_ATTRIBUTES, ForestScope
+from connectors.ldap.session import LdapSession
+from connectors.openldap.accesslog import csn_after, csn_lower_bound, snapshot_position
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 from streams.topology import Forest
 

@@ -8,7 +8,7 @@ end of its interval, and the interval stays the safety net. The search covers th
 the naming context, the range DirSync reads; Samba accepts a subtree notification at any base,
 and Windows documents subtree notifications only for a naming context's root.
 
-The search runs on a connection and a receiving thread of its own (connectors.ldap_persistent);
+The search runs on a connection and a receiving thread of its own (connectors.ldap.persistent);
 each message crosses to asyncio with ``call_soon_threadsafe``. When the connection drops or the
 server ends the search, a new subscription is made with backoff, and the poll is woken once it
 is back, for whatever changed while nobody listened.
@@ -21,7 +21,7 @@ import logging
 
 from ldap3.protocol.microsoft import persistent_search_control
 
-from connectors.ldap_persistent import PersistentSearch
+from connectors.ldap.persistent import PersistentSearch
 from streams.backoff import Backoff
 from streams.contracts import ConnectorError
 from streams.topology import Forest

@@ -1,0 +1,2 @@
+"""Active Directory readers: DirSync and uSNChanged polling, change notifications, the scope they
+share, and AD's attribute values."""
