@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.worker import WorkerProcess  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
+from streams.config.topology import load_topology  # noqa: E402
 from streams.events import ChangeOp, DirectoryChange, ObjectKind  # noqa: E402
-from streams.kafka_topics import ensure_topics  # noqa: E402
-from streams.topology import load_topology  # noqa: E402
+from streams.kafka.topics import ensure_topics  # noqa: E402
 
 CENTRAL_SUFFIX = "dc=central,dc=idsync,dc=test"
 

@@ -62,11 +62,11 @@ from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
 from idsync.runtime import make_reader, producer_for  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
+from streams.config.topology import Forest, KafkaSettings, Topics  # noqa: E402
 from streams.events import DirectoryChange, SnapshotMarker, SnapshotPhase, parse  # noqa: E402
-from streams.kafka_topics import ensure_topics  # noqa: E402
-from streams.positions import PositionStore  # noqa: E402
-from streams.source_runner import SourceRunner  # noqa: E402
-from streams.topology import Forest, KafkaSettings, Topics  # noqa: E402
+from streams.kafka.positions import PositionStore  # noqa: E402
+from streams.kafka.topics import ensure_topics  # noqa: E402
+from streams.processors.source_runner import SourceRunner  # noqa: E402
 
 SLAPD_MODES = ("accesslog-sync", "accesslog-poll", "generic-poll")
 # ad-dirsync+notify: ad-dirsync woken by the DC's change notifications, its poll only a safety net.

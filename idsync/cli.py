@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streams.topology import Topology, TopologyError, load_topology
+from streams.config.topology import Topology, TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "topology.yaml"
 

@@ -20,8 +20,8 @@ import ldap3
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
 from idsync.sample_data import SAMPLE_USERS, add_user, ensure_ou
-from streams.provisioning import ANCHOR_ATTRIBUTE
-from streams.topology import Topology
+from streams.config.topology import Topology
+from streams.events import ANCHOR_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 

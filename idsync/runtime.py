@@ -14,16 +14,16 @@ from connectors.ldap.contacts import LdapContactWriter
 from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
-from streams.app import add_component, create_app
+from streams.config.topology import Forest, KafkaSettings, Topology
 from streams.contracts import ChangeReader
-from streams.kafka_topics import ensure_topics
-from streams.lag import LagProbe
-from streams.metrics import LagMetrics, serve_metrics
-from streams.positions import PositionStore
-from streams.publisher import ChangePublisher
-from streams.sink_runner import SinkRunner
-from streams.source_runner import SourceRunner
-from streams.topology import Forest, KafkaSettings, Topology
+from streams.kafka.lag import LagProbe
+from streams.kafka.positions import PositionStore
+from streams.kafka.publisher import ChangePublisher
+from streams.kafka.topics import ensure_topics
+from streams.monitoring.metrics import LagMetrics, serve_metrics
+from streams.processors.app import add_component, create_app
+from streams.processors.sink_runner import SinkRunner
+from streams.processors.source_runner import SourceRunner
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -30,6 +30,23 @@ class ObjectKind(enum.StrEnum):
     GROUP = "group"
     CONTACT = "contact"
     OTHER = "other"
+
+
+_USER_CLASSES = frozenset({"person", "organizationalperson", "inetorgperson", "user"})
+_GROUP_CLASSES = frozenset({"groupofnames", "groupofuniquenames", "group", "posixgroup"})
+_NOT_USER_CLASSES = frozenset({"contact", "computer"})
+
+
+def classify(object_classes: Iterable[str]) -> ObjectKind:
+    """Map an entry's objectClass values to the kind of object idsync cares about."""
+    classes = {c.lower() for c in object_classes}
+    if "contact" in classes:
+        return ObjectKind.CONTACT
+    if classes & _GROUP_CLASSES:
+        return ObjectKind.GROUP
+    if classes & _USER_CLASSES and not classes & _NOT_USER_CLASSES:
+        return ObjectKind.USER
+    return ObjectKind.OTHER
 
 
 class ChangeOp(enum.StrEnum):
@@ -213,6 +230,10 @@ def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker |
     """A record of the changes topic: a directory change, a snapshot marker or a heartbeat."""
     data = parse(raw)
     return _CHANGE_TOPIC_KINDS.get(data.get("schema"), DirectoryChange).from_dict(data)
+
+
+# Every contact idsync writes carries its anchor here: the mark of idsync's own output.
+ANCHOR_ATTRIBUTE = "idsyncAnchor"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

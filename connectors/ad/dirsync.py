@@ -38,9 +38,9 @@ from connectors.ad.values import (
     usn_position,
 )
 from connectors.ldap.session import LdapSession
+from streams.config.topology import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
-from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 

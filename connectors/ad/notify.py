@@ -22,9 +22,9 @@ import logging
 from ldap3.protocol.microsoft import persistent_search_control
 
 from connectors.ldap.persistent import PersistentSearch
-from streams.backoff import Backoff
+from streams.config.topology import Forest
 from streams.contracts import ConnectorError
-from streams.topology import Forest
+from streams.monitoring.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

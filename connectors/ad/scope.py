@@ -29,9 +29,9 @@ from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 from connectors.ad.values import DirSyncEntry, guid_filter, parse_entry, same_dn, to_change
 from connectors.ldap.scope_filter import FilterLookup, FilterMemory
 from connectors.ldap.values import attribute_value, within
+from streams.config.topology import Forest
 from streams.contracts import PermanentError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
-from streams.topology import Forest
 
 # How a reader turns an entry into its event, given where the object was last seen in scope.
 Publish = Callable[[DirSyncEntry, "str | None"], DirectoryChange]

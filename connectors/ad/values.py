@@ -48,8 +48,7 @@ from dataclasses import dataclass, replace
 
 from connectors.ldap.values import attribute_value, within
 from connectors.ldap.wire import RawAttributes as WireAttributes
-from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
-from streams.metaverse import classify
+from streams.events import BINARY_SUFFIX, ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind, classify
 
 RawAttributes = Mapping[str, Sequence[bytes] | None]
 

@@ -16,10 +16,9 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from connectors.ldap.session import LdapSession, sorted_errors
+from streams.config.topology import Forest
 from streams.contracts import PermanentError
-from streams.events import ContactState
-from streams.provisioning import ANCHOR_ATTRIBUTE
-from streams.topology import Forest
+from streams.events import ANCHOR_ATTRIBUTE, ContactState
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from connectors.ldap.scope import ForestScope, raw_json
 from connectors.ldap.session import LdapSession
 from connectors.ldap.values import RecordError, position_at, position_minus
+from streams.config.topology import Forest
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
-from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 
 from connectors.ldap.wire import RawAttributes, decode_response
+from streams.config.topology import Forest
 from streams.contracts import PermanentError, RetriableError
-from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 

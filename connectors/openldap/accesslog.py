@@ -25,8 +25,7 @@ from connectors.ldap.values import (
     position_minus,
     unescape,
 )
-from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
-from streams.metaverse import classify
+from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, classify
 
 # Maintained by the server; never part of what a person changed.
 OPERATIONAL_ATTRIBUTES = frozenset(

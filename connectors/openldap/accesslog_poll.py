@@ -26,8 +26,8 @@ from ldap3.utils.conv import escape_filter_chars
 from connectors.ldap.scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap.session import LdapSession
 from connectors.openldap.accesslog import csn_after, csn_lower_bound, snapshot_position
+from streams.config.topology import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
-from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 

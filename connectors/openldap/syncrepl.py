@@ -58,9 +58,9 @@ from connectors.openldap.rfc4533 import (
     decode_sync_state,
     sync_request_control,
 )
+from streams.config.topology import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 from streams.events import DirectoryChange
-from streams.topology import Forest
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from streams.topology import ChangeCapture, Forest, Secret
+from streams.config.topology import ChangeCapture, Forest, Secret
 
 
 class DirectoryServer(Protocol):

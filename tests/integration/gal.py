@@ -17,8 +17,8 @@ import yaml
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
 from idsync.sample_data import ensure_ou
-from streams.lag import consumer_lag
-from streams.topology import Topology, load_topology
+from streams.config.topology import Topology, load_topology
+from streams.kafka.lag import consumer_lag
 
 T = TypeVar("T")
 FOREST_NAMES = {"central": "central", "forest_a": "forest-a", "forest_b": "forest-b"}

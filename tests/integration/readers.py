@@ -21,12 +21,12 @@ from ldap3.utils.dn import escape_rdn
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.runtime import make_reader, producer_for
 from idsync.sample_data import ensure_ou
+from streams.config.topology import Forest, KafkaSettings, Topics
 from streams.contracts import ChangeReader, ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind, SnapshotMarker, SnapshotPhase, decode_change_topic
-from streams.kafka_topics import ensure_topics
-from streams.positions import PositionStore
-from streams.source_runner import SourceRunner
-from streams.topology import Forest, KafkaSettings, Topics
+from streams.kafka.positions import PositionStore
+from streams.kafka.topics import ensure_topics
+from streams.processors.source_runner import SourceRunner
 
 PERSON = ["top", "person", "organizationalPerson", "inetOrgPerson"]
 

@@ -14,9 +14,9 @@ import pytest
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
+from streams.config.topology import Forest
 from streams.contracts import RetriableError
 from streams.events import ChangeOp, DirectoryChange
-from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.gal import entries
 from tests.integration.readers import (

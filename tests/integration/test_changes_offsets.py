@@ -8,8 +8,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from idsync.rig import KafkaBroker
-from streams.lag import group_positions
-from streams.range_reader import RangeReader
+from streams.kafka.lag import group_positions
+from streams.kafka.range_reader import RangeReader
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import ldap3
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.app import METAVERSE_TABLE
-from streams.metaverse import SourceObject
+from streams.processors.app import METAVERSE_TABLE
+from streams.rules.metaverse import SourceObject
 from tests.integration.gal import FOREST_NAMES, GalDeployment, entries
 from tests.integration.test_gal_sync import wait_until_running
 

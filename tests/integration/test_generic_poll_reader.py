@@ -14,9 +14,9 @@ from connectors.ldap.generic_poll import MODIFY_TIMESTAMP, GenericPollReader
 from idsync.rig import SlapdInstance
 from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou
+from streams.config.topology import Forest
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange
-from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.gal import deploy, eventually
 from tests.integration.readers import (

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from idsync.rig import SlapdInstance
 from idsync.rig.ports import free_port
-from streams.topology import load_topology
+from streams.config.topology import load_topology
 from tests.conftest import Directories
 from tests.integration.gal import GalDeployment, deploy, eventually
 from tests.integration.test_gal_sync import SYNC_DEADLINE, contact_named, produce

@@ -8,11 +8,11 @@ from aiokafka import AIOKafkaConsumer
 
 from idsync.rig import KafkaBroker
 from idsync.runtime import producer_for
+from streams.config.topology import KafkaSettings, Topics
 from streams.contracts import ReadBatch
 from streams.events import ChangeOp, DirectoryChange, decode_change_topic
-from streams.kafka_topics import ensure_topics
-from streams.publisher import ChangePublisher
-from streams.topology import KafkaSettings, Topics
+from streams.kafka.publisher import ChangePublisher
+from streams.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

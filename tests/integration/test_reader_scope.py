@@ -16,9 +16,9 @@ from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig.forests import reader_forest
+from streams.config.topology import Forest
 from streams.contracts import ChangeReader
 from streams.events import ChangeOp, DirectoryChange
-from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.test_syncrepl_reader import Directory
 

@@ -14,9 +14,9 @@ import pytest
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
+from streams.config.topology import Forest
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, ObjectKind
-from streams.topology import Forest
 from tests.conftest import Directories
 from tests.integration.readers import (
     Directory,

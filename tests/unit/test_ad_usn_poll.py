@@ -20,7 +20,7 @@ from connectors.ad.values import (
     usn_position,
 )
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
-from streams.metaverse import apply_change
+from streams.rules.metaverse import apply_change
 from tests.unit.test_ad_values import BASE, GUID, GUID_RAW, new_user_raw
 
 OU = f"OU=T1,{BASE}"

@@ -6,7 +6,7 @@ import secrets
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
-from streams.metrics import LagMetrics
+from streams.monitoring.metrics import LagMetrics
 
 
 class FakeProbe:
@@ -41,7 +41,7 @@ async def test_each_refresh_replaces_the_lag_series():
 
 
 async def test_unreadable_lag_is_left_out_and_logged_once(caplog):
-    caplog.set_level(logging.INFO, logger="streams.metrics")
+    caplog.set_level(logging.INFO, logger="streams.monitoring.metrics")
     group, topic = f"g-{secrets.token_hex(3)}", f"t-{secrets.token_hex(3)}"
     probe = FakeProbe()
     probe.readings[(group, topic)] = {0: 7}
@@ -55,7 +55,7 @@ async def test_unreadable_lag_is_left_out_and_logged_once(caplog):
     probe.down = False
     await metrics.refresh()
     assert lag_of(group, topic, 0) == 7
-    assert [r.getMessage() for r in caplog.records if r.name == "streams.metrics"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "streams.monitoring.metrics"] == [
         "consumer lag unreadable error='KafkaConnectionError: broker gone'",
         "consumer lag readable again",
     ]

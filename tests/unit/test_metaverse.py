@@ -1,5 +1,5 @@
-from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
-from streams.metaverse import SourceObject, apply_change, apply_modifications, classify
+from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind, classify
+from streams.rules.metaverse import SourceObject, apply_change, apply_modifications
 
 
 def change(op, position, **fields):
@@ -114,7 +114,7 @@ def test_snapshot_marks_even_an_entry_newer_than_the_snapshot():
 
 def test_sweep_takes_unmarked_objects_no_newer_than_the_snapshot():
     from streams.events import SnapshotMarker, SnapshotPhase
-    from streams.metaverse import sweep_candidates
+    from streams.rules.metaverse import sweep_candidates
 
     seen = apply_change(None, snapshot_add("20261122050000.000000Z", "s1", "seen"))
     vanished = apply_change(None, snapshot_add("20261122040000.000000Z", "s0", "vanished"))
@@ -132,7 +132,7 @@ def test_sweep_takes_unmarked_objects_no_newer_than_the_snapshot():
 
 
 def test_mass_delete_guard():
-    from streams.metaverse import sweep_refusal
+    from streams.rules.metaverse import sweep_refusal
 
     assert sweep_refusal(3, 4, max_fraction=0.25, always_allowed=10) is None
     assert sweep_refusal(25, 100, max_fraction=0.25, always_allowed=10) is None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.topology import MetricsSettings, parse_topology
+from streams.config.topology import MetricsSettings, parse_topology
 from tests.unit.test_topology import config, errors
 
 

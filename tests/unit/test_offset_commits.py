@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.offset_commits import ProcessedOffsetCommitter
+from streams.kafka.offset_commits import ProcessedOffsetCommitter
 
 
 class Harness:

@@ -5,9 +5,9 @@ import secrets
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from streams.backoff import Backoff
 from streams.contracts import RetriableError
-from streams.outages import Outage
+from streams.monitoring.backoff import Backoff
+from streams.monitoring.outages import Outage
 
 UP = Gauge("test_outage_up", "up gauge of the tests", ["case"])
 OUTAGES = Counter("test_outage_outages", "outage counter of the tests", ["case"])
@@ -34,7 +34,7 @@ def sample(name: str, case: str) -> float | None:
 
 
 def test_outage_logs_start_and_end_once_each_with_its_duration(caplog):
-    caplog.set_level(logging.DEBUG, logger="streams.outages")
+    caplog.set_level(logging.DEBUG, logger="streams.monitoring.outages")
     clock = Clock()
     tracked, case = outage(clock)
     assert sample("test_outage_up", case) == 1 and sample("test_outage_outages_total", case) == 0
@@ -69,7 +69,7 @@ def test_each_outage_is_counted_and_backs_off_afresh():
 
 
 def test_success_without_an_outage_logs_nothing(caplog):
-    caplog.set_level(logging.DEBUG, logger="streams.outages")
+    caplog.set_level(logging.DEBUG, logger="streams.monitoring.outages")
     tracked, case = outage(Clock())
     tracked.succeeded()
     assert caplog.records == [] and sample("test_outage_up", case) == 1

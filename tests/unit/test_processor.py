@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from streams.config.topology import load_topology
 from streams.events import ChangeOp, DirectoryChange, Heartbeat, ObjectKind, SnapshotMarker, SnapshotPhase
-from streams.processor import MetaverseProcessor, Record
-from streams.topology import load_topology
+from streams.kafka.range_reader import Record
+from streams.processors.metaverse import MetaverseProcessor
 
 TOPOLOGY = load_topology(Path(__file__).parents[2] / "topology.yaml")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp
-from streams.publisher import without_secrets
+from streams.kafka.publisher import without_secrets
 
 
 def change(**fields) -> DirectoryChange:

@@ -8,11 +8,11 @@ import asyncio
 
 from aiokafka.errors import KafkaTimeoutError
 
-import streams.source_runner as source_runner
+import streams.processors.source_runner as source_runner
+from streams.config.topology import Topics
 from streams.contracts import PermanentError, ReadBatch
 from streams.events import ReaderPosition
-from streams.source_runner import SourceRunner
-from streams.topology import Topics
+from streams.processors.source_runner import SourceRunner
 
 
 class ScriptedReader:

@@ -21,9 +21,9 @@ from connectors.openldap.rfc4533 import (
     encode_sync_state,
 )
 from connectors.openldap.syncrepl import AccesslogSyncReader, _cookie, _position, _SyncStream
+from streams.config.topology import ChangeCapture, Forest, Secret
 from streams.contracts import RejectedRecord, RetriableError
 from streams.events import ChangeOp, ObjectKind
-from streams.topology import ChangeCapture, Forest, Secret
 
 BASE = "ou=people,dc=x"
 LOG_UUID = "6b1e3c8e-0d2a-4c1b-9a55-0f6a7e1d2c3b"

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streams.config.topology import Secret, TopologyError, load_topology, parse_topology
 from streams.events import ObjectKind
-from streams.templates import Placeholder, Template, TemplateError
-from streams.topology import Secret, TopologyError, load_topology, parse_topology
+from streams.rules.templates import Placeholder, Template, TemplateError
 
 # --- templates ------------------------------------------------------------------------------------
 

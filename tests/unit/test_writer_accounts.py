@@ -7,7 +7,7 @@ import orjson
 
 from connectors.ldap.scope import WriterAccounts
 from streams.events import ChangeOp, DirectoryChange
-from streams.metaverse import SourceObject, apply_change
+from streams.rules.metaverse import SourceObject, apply_change
 from tests.unit.test_processor import Harness, user
 
 WRITER = "cn=idsync-writer,ou=Services,dc=central,dc=idsync,dc=test"

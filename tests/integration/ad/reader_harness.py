@@ -20,10 +20,10 @@ from connectors.ad.values import cookie_usn, decode_cookie
 from idsync.rig import KafkaBroker
 from idsync.rig.process import ManagedProcess
 from idsync.rig.samba import SambaDC
-from streams.dead_letters import HEADER_PREFIX
+from streams.config.topology import Topology, load_topology
 from streams.events import DirectoryChange, ReaderPosition, decode_change_topic
-from streams.kafka_topics import ensure_topics, topic_specs
-from streams.topology import Topology, load_topology
+from streams.kafka.dead_letters import HEADER_PREFIX
+from streams.kafka.topics import ensure_topics, topic_specs
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from idsync.runtime import run_reader
-from streams.topology import load_topology
+from streams.config.topology import load_topology
 
 
 def main(topology_path: str, forest_name: str) -> None:

@@ -24,7 +24,7 @@ from ldap3.protocol.microsoft import show_deleted_control
 
 from connectors.ad.values import guid_text, same_dn
 from streams.events import DirectoryChange, ObjectKind
-from streams.metaverse import SourceObject, apply_change
+from streams.rules.metaverse import SourceObject, apply_change
 from tests.integration.ad.conftest import Directory
 from tests.integration.ad.reader_harness import ReaderDeployment
 from tests.integration.ad.test_usn_poll_reader import highest_usn

@@ -21,7 +21,7 @@ from connectors.ad.usn_poll import UsnPollReader
 from connectors.ad.values import same_dn
 from streams.contracts import RetriableError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
-from streams.metaverse import SourceObject, apply_change
+from streams.rules.metaverse import SourceObject, apply_change
 from tests.integration.ad.conftest import Directory
 from tests.integration.ad.test_dirsync_reader import changes_until, count, forest_of, only
 

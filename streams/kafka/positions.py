@@ -24,7 +24,7 @@ class PositionStore:
         )
         await consumer.start()
         try:
-            # The positions topic has a single partition (see streams.kafka_topics).
+            # The positions topic has a single partition (see streams.kafka.topics).
             partition = TopicPartition(self._topic, 0)
             consumer.assign([partition])
             await consumer.seek_to_beginning(partition)

@@ -11,12 +11,12 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from streams.config.topology import Topics
 from streams.contracts import ContactWriter, PermanentError, RetriableError
-from streams.dead_letters import DeadLetter
 from streams.events import ContactState, EventDecodeError
-from streams.metrics import CONTACTS_DELETED, CONTACTS_WRITTEN, SINK_ERRORS, SINK_OUTAGES, SINK_UP
-from streams.outages import Outage
-from streams.topology import Topics
+from streams.kafka.dead_letters import DeadLetter
+from streams.monitoring.metrics import CONTACTS_DELETED, CONTACTS_WRITTEN, SINK_ERRORS, SINK_OUTAGES, SINK_UP
+from streams.monitoring.outages import Outage
 
 log = logging.getLogger(__name__)
 

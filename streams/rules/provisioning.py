@@ -12,13 +12,9 @@ from typing import Iterator, Mapping
 
 from ldap3.utils.dn import escape_rdn
 
-from streams.events import ContactState, ObjectKind
-from streams.metaverse import SourceObject
-from streams.topology import ContactPolicy, Topology
-
-
-# Every contact idsync writes carries its anchor here: the mark of idsync's own output.
-ANCHOR_ATTRIBUTE = "idsyncAnchor"
+from streams.config.topology import ContactPolicy, Topology
+from streams.events import ANCHOR_ATTRIBUTE, ContactState, ObjectKind
+from streams.rules.metaverse import SourceObject
 
 
 class ProvisioningError(ValueError):

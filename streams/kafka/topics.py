@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.topology import KafkaSettings
+from streams.config.topology import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.processor import Record
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of the changes topic, as faust or a plain consumer delivered it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
 
 
 class RangeReader:

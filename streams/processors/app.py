@@ -6,7 +6,7 @@ partition of the event being processed).  For every applied change the processor
 the contact's desired state to the compacted contacts topic, which the sink applies.
 
 At-least-once: the changes topic's offsets are committed by idsync, not faust (see
-streams/offset_commits.py), only after the producer flushed the changelog and contact states
+streams/kafka/offset_commits.py), only after the producer flushed the changelog and contact states
 that processing sent; re-delivered changes are recognised by their source position.
 """
 
@@ -19,13 +19,13 @@ from typing import Any, Awaitable, Callable
 import faust
 from faust.types import TP
 
-from streams.dead_letters import DeadLetter
+from streams.config.topology import Topology
 from streams.events import ContactState, Heartbeat
-from streams.lag import group_positions
-from streams.offset_commits import ProcessedOffsetCommitter
-from streams.processor import MetaverseProcessor, Record
-from streams.range_reader import RangeReader
-from streams.topology import Topology
+from streams.kafka.dead_letters import DeadLetter
+from streams.kafka.lag import group_positions
+from streams.kafka.offset_commits import ProcessedOffsetCommitter
+from streams.kafka.range_reader import RangeReader, Record
+from streams.processors.metaverse import MetaverseProcessor
 
 log = logging.getLogger(__name__)
 

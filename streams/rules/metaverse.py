@@ -1,7 +1,7 @@
 """The metaverse: what idsync knows of every directory object, built from change events.
 
-Pure functions over immutable values; the faust table in :mod:`streams.app` stores them.
-Attribute names are kept lower-cased because LDAP attribute descriptions are
+Pure functions over immutable values; the faust table in :mod:`streams.processors.app` stores
+them. Attribute names are kept lower-cased because LDAP attribute descriptions are
 case-insensitive and different servers spell them differently.
 """
 
@@ -22,22 +22,6 @@ from streams.events import (
     parse,
     source_key,
 )
-
-_USER_CLASSES = frozenset({"person", "organizationalperson", "inetorgperson", "user"})
-_GROUP_CLASSES = frozenset({"groupofnames", "groupofuniquenames", "group", "posixgroup"})
-_NOT_USER_CLASSES = frozenset({"contact", "computer"})
-
-
-def classify(object_classes: Iterable[str]) -> ObjectKind:
-    """Map an entry's objectClass values to the kind of object idsync cares about."""
-    classes = {c.lower() for c in object_classes}
-    if "contact" in classes:
-        return ObjectKind.CONTACT
-    if classes & _GROUP_CLASSES:
-        return ObjectKind.GROUP
-    if classes & _USER_CLASSES and not classes & _NOT_USER_CLASSES:
-        return ObjectKind.USER
-    return ObjectKind.OTHER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,11 +13,11 @@ from dataclasses import replace
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
 from streams.contracts import ReadBatch, RejectedRecord
-from streams.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
 from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, SnapshotMarker, SnapshotPhase
-from streams.metrics import CHANGES_PUBLISHED
-from streams.topology import DEFAULT_OBJECT_KINDS, Topics
+from streams.kafka.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
+from streams.monitoring.metrics import CHANGES_PUBLISHED
 
 log = logging.getLogger(__name__)
 

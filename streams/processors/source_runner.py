@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
 from streams.contracts import ChangeReader, PermanentError, RetriableError
 from streams.events import ObjectKind, ReaderPosition
-from streams.metrics import POSITION_SAVED, READER_OUTAGES, READER_SECONDS_SINCE_READ, READER_UP
-from streams.outages import Outage
-from streams.positions import PositionStore
-from streams.publisher import ChangePublisher
-from streams.topology import DEFAULT_OBJECT_KINDS, Topics
+from streams.kafka.positions import PositionStore
+from streams.kafka.publisher import ChangePublisher
+from streams.monitoring.metrics import POSITION_SAVED, READER_OUTAGES, READER_SECONDS_SINCE_READ, READER_UP
+from streams.monitoring.outages import Outage
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from streams.lag import LagProbe
-from streams.outages import describe_error
-from streams.topology import MetricsSettings
+from streams.config.topology import MetricsSettings
+from streams.kafka.lag import LagProbe
+from streams.monitoring.outages import describe_error
 
 log = logging.getLogger(__name__)
 

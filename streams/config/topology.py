@@ -24,7 +24,7 @@ from ldap3.operation.search import compile_filter, parse_filter
 from ldap3.utils.dn import parse_dn
 
 from streams.events import ObjectKind
-from streams.templates import Template, TemplateError, is_attribute_name
+from streams.rules.templates import Template, TemplateError, is_attribute_name
 
 Role = Literal["user", "central"]
 ROLES: tuple[Role, ...] = ("user", "central")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from streams.metrics import DEAD_LETTERS
+from streams.monitoring.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 

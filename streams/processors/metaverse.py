@@ -1,16 +1,17 @@
 """The metaverse processor: folds each record of the changes topic into the metaverse and
 decides the contacts that follow from it.
 
-Kept apart from faust's wiring (streams/app.py): it sees the table as a mapping and reaches
-Kafka only through the two callables it is given.
+Kept apart from faust's wiring (streams/processors/app.py): it sees the table as a mapping and
+reaches Kafka only through the two callables it is given.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Awaitable, Callable, Iterable, MutableMapping
 
+from streams.config.topology import Topology
 from streams.events import (
     MAX_EVENT_BYTES,
     ContactState,
@@ -21,22 +22,11 @@ from streams.events import (
     SnapshotPhase,
     decode_change_topic,
 )
-from streams.metaverse import SourceObject, apply_change, sweep_candidates, sweep_refusal, tombstone
-from streams.provisioning import ProvisioningError, desired_contact
-from streams.topology import Topology
+from streams.kafka.range_reader import Record
+from streams.rules.metaverse import SourceObject, apply_change, sweep_candidates, sweep_refusal, tombstone
+from streams.rules.provisioning import ProvisioningError, desired_contact
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record of the changes topic, as faust or a plain consumer delivered it."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-
 
 DeadLetterFn = Callable[[Record, str, str | None], Awaitable[None]]
 RangeReader = Callable[[int, int, int], Awaitable[list[Record]]]

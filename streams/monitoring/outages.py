@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
-from streams.backoff import Backoff
+from streams.monitoring.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Configuration: ``topology.yaml`` loaded into typed, frozen objects."""

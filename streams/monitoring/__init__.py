@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, outage tracking and retry backoff."""
