@@ -223,11 +223,37 @@ class Heartbeat:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
 
-_CHANGE_TOPIC_KINDS = {kind.SCHEMA: kind for kind in (SnapshotMarker, Heartbeat)}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReaderCaughtUp:
+    """Sent to every partition of the changes topic by a forest's reader once its first read
+    after a start is published (a snapshot, or what happened while it was stopped): from here
+    on the forest's state as of that start is in the stream. The metaverse waits for the
+    central forest's before it exports any contact."""
+
+    SCHEMA = "idsync.reader-caught-up"
+    VERSION = 1
+
+    forest: str
+    sent_at: str
+
+    def to_bytes(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReaderCaughtUp:
+        check_schema(data, cls)
+        try:
+            return cls(forest=_text(data, "forest"), sent_at=_text(data, "sent_at"))
+        except (KeyError, TypeError) as exc:
+            raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker | Heartbeat:
-    """A record of the changes topic: a directory change, a snapshot marker or a heartbeat."""
+_CHANGE_TOPIC_KINDS = {kind.SCHEMA: kind for kind in (SnapshotMarker, Heartbeat, ReaderCaughtUp)}
+
+
+def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker | Heartbeat | ReaderCaughtUp:
+    """A record of the changes topic: a directory change, a snapshot marker, a reader's
+    caught-up marker or a heartbeat."""
     data = parse(raw)
     return _CHANGE_TOPIC_KINDS.get(data.get("schema"), DirectoryChange).from_dict(data)
 
@@ -252,6 +278,11 @@ class ContactState:
     attributes: Attributes = field(default_factory=dict)
     # Every attribute idsync owns on contacts: those missing from `attributes` are cleared.
     managed_attributes: tuple[str, ...] = ()
+    # The name to use when another person's contact holds `dn` (two people, one display name).
+    fallback_dn: str | None = None
+    # A contact made by hand or by an older engine, joined to this person: taken over (its anchor
+    # added, its managed attributes corrected, moved to `dn`) rather than duplicated.
+    adopt_dn: str | None = None
 
     def to_bytes(self) -> bytes:
         return encode(self)
@@ -270,7 +301,8 @@ class ContactState:
             state = cls(
                 anchor=_text(data, "anchor"),
                 present=present,
-                container_dn=_text(data, "container_dn"),
+                # An absent contact is found by its anchor alone: where it lived may be unknown.
+                container_dn=_text(data, "container_dn") if present else str(data.get("container_dn") or ""),
                 dn=data.get("dn"),
                 object_classes=tuple(str(c) for c in data.get("object_classes", ())),
                 attributes={
@@ -278,6 +310,8 @@ class ContactState:
                     for name, values in data.get("attributes", {}).items()
                 },
                 managed_attributes=tuple(str(a) for a in data.get("managed_attributes", ())),
+                fallback_dn=data.get("fallback_dn"),
+                adopt_dn=data.get("adopt_dn"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc

@@ -8,7 +8,7 @@ case-insensitive and different servers spell them differently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from streams.events import (
     ChangeOp,
@@ -55,6 +55,10 @@ class SourceObject:
     def from_bytes(cls, raw: bytes) -> SourceObject:
         data = parse(raw)
         check_schema(data, cls)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SourceObject:
         kind = data["kind"]
         return cls(
             forest=data["forest"],

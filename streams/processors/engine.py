@@ -1,0 +1,82 @@
+"""The metaverse engine: one entry point for every record of the topics it consumes.
+
+Each record is routed by its topic to the stage that owns its key space (the connector space
+by source anchor, the join index by join key, persons by person id, the breaker on partition 0);
+every stage reads and writes only the table entries of the record's own key, so the state is
+partitioned exactly like the topics and several workers of one consumer group split it.
+"""
+
+from __future__ import annotations
+
+from streams.events import EventDecodeError, Heartbeat, ReaderCaughtUp, SnapshotMarker, decode_change_topic
+from streams.kafka.range_reader import Record
+from streams.metaverse_events import (
+    CentralBarrier,
+    ConnectorState,
+    DeleteDecision,
+    DeleteRequest,
+    DeleteVerdict,
+    JoinClaim,
+    JoinLink,
+    JoinProbe,
+    JoinResolve,
+    ProbeAnswer,
+    decode_engine_event,
+)
+from streams.processors.persons import BreakerStage, PersonStage
+from streams.processors.space import SpaceStage
+from streams.processors.stages import EngineContext
+
+
+class MetaverseEngine:
+    def __init__(self, context: EngineContext) -> None:
+        self._topics = context.settings.topics
+        self._space = SpaceStage(context)
+        self._persons = PersonStage(context)
+        self._breaker = BreakerStage(context)
+
+    async def process(self, record: Record) -> tuple[str, str | None] | None:
+        """Apply one record. Returns (reason, forest) when it must go to the error topic."""
+        try:
+            if record.topic == self._topics.changes:
+                return await self._on_change_topic(record)
+            event = decode_engine_event(record.value)
+        except EventDecodeError as exc:
+            return str(exc), None
+        key = record.key or b""
+        expected = _EXPECTED.get(self._topic_role(record.topic), ())
+        if not isinstance(event, expected):
+            return f"{type(event).__name__} does not belong on topic {record.topic}", None
+        if record.topic == self._topics.joins:
+            await self._space.on_join(key, event)
+        elif record.topic == self._topics.links:
+            await self._space.on_link(key, event, record.partition)
+        elif record.topic == self._topics.persons:
+            await self._persons.on_person_event(key, event, record.partition)
+        else:
+            await self._breaker.on_delete_event(event)
+        return None
+
+    async def _on_change_topic(self, record: Record) -> tuple[str, str | None] | None:
+        decoded = decode_change_topic(record.value)
+        if isinstance(decoded, Heartbeat):
+            return None
+        if isinstance(decoded, (SnapshotMarker, ReaderCaughtUp)):
+            reason = await self._space.on_marker(decoded, record.partition)
+            return (reason, decoded.forest) if reason else None
+        if record.key != decoded.key.encode():
+            return f"record key does not match its change {decoded.key!r}", decoded.forest
+        reason = await self._space.on_change(record.key, decoded, record.partition)
+        return (reason, decoded.forest) if reason else None
+
+    def _topic_role(self, topic: str) -> str:
+        topics = self._topics
+        return {topics.joins: "joins", topics.links: "links", topics.persons: "persons", topics.deletes: "deletes"}.get(topic, "")
+
+
+_EXPECTED = {
+    "joins": (JoinClaim, JoinResolve, JoinProbe),
+    "links": (JoinLink, ProbeAnswer),
+    "persons": (ConnectorState, CentralBarrier, DeleteDecision),
+    "deletes": (DeleteRequest, DeleteVerdict),
+}
