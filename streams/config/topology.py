@@ -8,11 +8,9 @@ variable or a file, and the value is read only when a connection needs it.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,18 @@ from ldap3.operation.search import compile_filter, parse_filter
 from ldap3.utils.dn import parse_dn
 
 from streams.events import ObjectKind
+from streams.config.metaverse import (
+    DEFAULT_CLASH_SUFFIX,
+    DEFAULT_EXPORT_KINDS,
+    METAVERSE_KEYS,
+    MetaverseSettings,
+    clash_suffix,
+    engine_topic_collisions,
+    export_kinds,
+    export_without_mail,
+    metaverse,
+)
+from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, choice, kind_of, rule
 from streams.rules.templates import Template, TemplateError, is_attribute_name
 
 Role = Literal["user", "central"]
@@ -38,7 +48,8 @@ CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync", "ad-us
 DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
 DEFAULT_OBJECT_KINDS = frozenset({ObjectKind.USER, ObjectKind.GROUP, ObjectKind.CONTACT})
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
-                  "contacts": "idsync.central-contacts", "errors": "idsync.errors"}
+                  "contacts": "idsync.central-contacts", "errors": "idsync.errors",
+                  "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes"}
 
 
 class TopologyError(Exception):
@@ -91,6 +102,9 @@ class Topics:
     positions: str
     contacts: str
     errors: str
+    # The metaverse engine's reports: join conflicts, and deletes the breaker holds for an operator.
+    conflicts: str = DEFAULT_TOPICS["conflicts"]
+    held_deletes: str = DEFAULT_TOPICS["held_deletes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +153,10 @@ class Forest:
     object_kinds: frozenset[ObjectKind] = DEFAULT_OBJECT_KINDS
     # An LDAP filter the directory applies on top of base_dn and object_kinds.
     filter: str | None = None
+    # User forests: which published objects become contacts, and whether those without mail do
+    # (then without mail and SIP). The central forest exports nothing; its values are unused.
+    export_kinds: frozenset[ObjectKind] = DEFAULT_EXPORT_KINDS
+    export_without_mail: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +165,8 @@ class ContactPolicy:
     rdn_attribute: str
     rdn_source: str
     attributes: tuple[tuple[str, Template], ...]
+    # Appended to the name when another person's contact holds the plain one.
+    clash_suffix: Template = Template.parse(DEFAULT_CLASH_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +183,7 @@ class Topology:
     streams: StreamsSettings
     forests: tuple[Forest, ...]
     contacts: ContactPolicy
+    metaverse: MetaverseSettings
     source: Path | None
     # None: the worker serves no metrics endpoint.
     metrics: MetricsSettings | None = None
@@ -208,17 +229,26 @@ def load_topology(path: str | Path) -> Topology:
 def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     """Validates parsed YAML; relative password files resolve against the directory of source."""
     if not isinstance(data, dict):
-        raise TopologyError([f"expected a mapping of kafka, streams, forests and contacts, got {_kind(data)}"],
+        raise TopologyError([f"expected a mapping of kafka, streams, forests and contacts, got {kind_of(data)}"],
                             source=source)
     errors: list[str] = []
-    top = _Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metrics"))
+    top = Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metaverse", "metrics"))
+    kafka = _kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
+                                       "topics")))
+    streams = _streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
+                                             "sweep_max_fraction", "sweep_always_allowed")))
+    engine_topic_collisions(errors, kafka.topics, streams.app_id)
+    forests = _forests(top, source.absolute().parent if source is not None else None)
+    contacts = _contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes",
+                                                "clash_suffix")))
+    central = next((forest.name for forest in forests if forest.role == "central"), None)
+    user_forests = [forest.name for forest in forests if forest.role == "user" and forest.name is not None]
     topology = Topology(
-        kafka=_kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
-                                         "topics"))),
-        streams=_streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
-                                             "sweep_max_fraction", "sweep_always_allowed"))),
-        forests=_forests(top, source.absolute().parent if source is not None else None),
-        contacts=_contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes"))),
+        kafka=kafka,
+        streams=streams,
+        forests=forests,
+        contacts=contacts,
+        metaverse=metaverse(top.child("metaverse", METAVERSE_KEYS), user_forests, central),
         source=source,
         metrics=_metrics(top.child("metrics", ("listen",))) if top.given("metrics") else None,
     )
@@ -240,83 +270,17 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-class _Section:
-    """One YAML mapping being read. A problem is recorded with its path and the value reads as None,
-    so reading carries on and finds every error; parse_topology raises before an object holding
-    such a None can escape."""
-
-    def __init__(self, errors: list[str], node: Any, path: str, keys: Sequence[str]) -> None:
-        self.errors, self.path = errors, path
-        # A section of the wrong type gets one error; its missing keys would only add noise.
-        self.broken = node is not None and not isinstance(node, dict)
-        self.node: dict[Any, Any] = node if isinstance(node, dict) else {}
-        if self.broken:
-            self.error(None, f"expected a mapping, got {_kind(node)}")
-        for key in self.node:
-            if key == "password":
-                self.error(key, "passwords must not be written in the topology; "
-                                "use password_env (an environment variable) or password_file (a file)")
-            elif key not in keys:
-                hint = difflib.get_close_matches(str(key), keys, n=1)
-                self.error(key, "unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
-
-    def at(self, key: Any) -> str:
-        return f"{self.path}.{key}" if self.path else str(key)
-
-    def error(self, key: Any, message: str) -> None:
-        self.errors.append(f"{self.path if key is None else self.at(key)}: {message}")
-
-    def given(self, key: str) -> bool:
-        return self.node.get(key) is not None
-
-    def child(self, key: str, keys: Sequence[str]) -> _Section:
-        return _Section(self.errors, self.node.get(key), self.at(key), keys)
-
-    def value(self, key: str, kinds: tuple[type, ...], expected: str, default: Any = ...) -> Any:
-        """The value of key, type-checked. Absent and null alike take the default; `...` means required."""
-        value = self.node.get(key)
-        if value is None:
-            if default is ... and not self.broken:
-                self.error(key, "required key is missing")
-            return None if default is ... else default
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            self.error(key, f"expected {expected}, got {_kind(value)}")
-            return None
-        return value
-
-    def text(self, key: str, default: Any = ..., check: Callable[[str], str | None] | None = None) -> str | None:
-        value = self.value(key, (str,), "a string", default)
-        if value is not None and check is not None and (problem := check(value)):
-            self.error(key, problem)
-            return None
-        return value
-
-    def integer(self, key: str, default: int, *, minimum: int) -> int | None:
-        value = self.value(key, (int,), "an integer", default)
-        if value is not None and value < minimum:
-            self.error(key, f"must be >= {minimum}, got {value}")
-            return None
-        return value
-
-    def number(self, key: str, default: float, *, minimum: float, inclusive: bool) -> float | None:
-        value = self.value(key, (int, float), "a number", default)
-        if value is not None and not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
-            self.error(key, f"must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-            return None
-        return None if value is None else float(value)
-
-
-def _kafka(sec: _Section) -> KafkaSettings:
+def _kafka(sec: Section) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=sec.text("bootstrap_servers", check=_bootstrap_problem),
-        client_id=sec.text("client_id", "idsync", check=_NOT_EMPTY),
+        client_id=sec.text("client_id", "idsync", check=NOT_EMPTY),
         partitions=sec.integer("partitions", 3, minimum=1),
         replication_factor=sec.integer("replication_factor", 1, minimum=1),
         topics=_topics(sec.child("topics", tuple(DEFAULT_TOPICS))),
     )
 
 
-def _topics(sec: _Section) -> Topics:
+def _topics(sec: Section) -> Topics:
     names = {role: sec.text(role, default, check=_KAFKA_NAME) for role, default in DEFAULT_TOPICS.items()}
     # Kafka refuses topics whose names differ only in '.' versus '_': they collide in its metrics.
     owners: dict[str, str] = {}
@@ -327,7 +291,7 @@ def _topics(sec: _Section) -> Topics:
     return Topics(**names)
 
 
-def _streams(sec: _Section) -> StreamsSettings:
+def _streams(sec: Section) -> StreamsSettings:
     return StreamsSettings(
         app_id=sec.text("app_id", "idsync", check=_KAFKA_NAME),
         commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False),
@@ -338,13 +302,13 @@ def _streams(sec: _Section) -> StreamsSettings:
     )
 
 
-def _forests(top: _Section, base_dir: Path | None) -> tuple[Forest, ...]:
+def _forests(top: Section, base_dir: Path | None) -> tuple[Forest, ...]:
     keys = ("name", "role", "url", "base_dn", "bind_dn", "password_env", "password_file", "change_capture",
-            "contacts_ou", "object_kinds", "filter")
+            "contacts_ou", "object_kinds", "filter", "export_kinds", "export_without_mail")
     items = top.value("forests", (list,), "a list") or []
     if not items and top.given("forests"):
         top.error("forests", "must list at least the central forest")
-    forests = tuple(_forest(_Section(top.errors, item, f"forests[{i}]", keys), base_dir)
+    forests = tuple(_forest(Section(top.errors, item, f"forests[{i}]", keys), base_dir)
                     for i, item in enumerate(items))
 
     named: dict[str, int] = {}
@@ -371,13 +335,13 @@ def _forests(top: _Section, base_dir: Path | None) -> tuple[Forest, ...]:
     return forests
 
 
-def _forest(sec: _Section, base_dir: Path | None) -> Forest:
+def _forest(sec: Section, base_dir: Path | None) -> Forest:
     name = sec.text("name", check=_FOREST_NAME)
-    role = sec.text("role", check=_choice(ROLES))
+    role = sec.text("role", check=choice(ROLES))
     url = sec.text("url", check=_url_problem)
     base_dn, bind_dn = sec.text("base_dn", check=_dn_problem), sec.text("bind_dn", check=_dn_problem)
     env = sec.text("password_env", None, check=_ENV_NAME)
-    file = sec.text("password_file", None, check=_NOT_EMPTY)
+    file = sec.text("password_file", None, check=NOT_EMPTY)
     if sec.given("password_env") == sec.given("password_file") and not sec.broken:
         sec.error(None, "set exactly one of password_env or password_file" + (
             ", not both" if sec.given("password_env") else ""))
@@ -393,7 +357,7 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
     capture = sec.child("change_capture", ("mode", "poll_interval_seconds", "overlap_seconds", "accesslog_base",
                                            "reconcile_interval_seconds", "wake_on_change_notification",
                                            "writer_accounts"))
-    mode = capture.text("mode", CHANGE_CAPTURE_MODES[0], check=_choice(CHANGE_CAPTURE_MODES))
+    mode = capture.text("mode", CHANGE_CAPTURE_MODES[0], check=choice(CHANGE_CAPTURE_MODES))
     return Forest(
         name=name,
         role=role,
@@ -413,12 +377,14 @@ def _forest(sec: _Section, base_dir: Path | None) -> Forest:
             wake_on_change_notification=_wake_on_change_notification(capture, mode),
         ),
         contacts_ou=contacts_ou if role == "user" else None,
-        object_kinds=_object_kinds(sec),
+        object_kinds=(object_kinds := _object_kinds(sec)),
         filter=sec.text("filter", None, check=ldap_filter_problem),
+        export_kinds=export_kinds(sec, role, object_kinds),
+        export_without_mail=export_without_mail(sec, role),
     )
 
 
-def _wake_on_change_notification(capture: _Section, mode: str | None) -> bool:
+def _wake_on_change_notification(capture: Section, mode: str | None) -> bool:
     wake = capture.value("wake_on_change_notification", (bool,), "true or false", False)
     if wake and mode is not None and mode != "ad-dirsync":
         capture.error("wake_on_change_notification", f"only for mode ad-dirsync (AD's change notification "
@@ -426,13 +392,13 @@ def _wake_on_change_notification(capture: _Section, mode: str | None) -> bool:
     return bool(wake)
 
 
-def _metrics(sec: _Section) -> MetricsSettings:
+def _metrics(sec: Section) -> MetricsSettings:
     listen = sec.text("listen", check=_listen_problem)
     host, _, port = (listen or ":0").rpartition(":")
     return MetricsSettings(host=host.strip("[]"), port=int(port))
 
 
-def _object_kinds(sec: _Section) -> frozenset[ObjectKind]:
+def _object_kinds(sec: Section) -> frozenset[ObjectKind]:
     names = sec.value("object_kinds", (list,), "a list", sorted(DEFAULT_OBJECT_KINDS)) or []
     known = [kind.value for kind in ObjectKind]
     kinds = set()
@@ -446,7 +412,7 @@ def _object_kinds(sec: _Section) -> frozenset[ObjectKind]:
     return frozenset(kinds) or DEFAULT_OBJECT_KINDS
 
 
-def _writer_accounts(capture: _Section, role: Role | None, bind_dn: str | None) -> tuple[str, ...]:
+def _writer_accounts(capture: Section, role: Role | None, bind_dn: str | None) -> tuple[str, ...]:
     """By default the central forest's own bind_dn: the account the contact writer binds as."""
     default = [bind_dn] if role == "central" and bind_dn is not None else []
     accounts = capture.value("writer_accounts", (list,), "a list of DNs", default) or []
@@ -457,7 +423,7 @@ def _writer_accounts(capture: _Section, role: Role | None, bind_dn: str | None) 
                                              "recognised by their idsyncAnchor marker instead")
         return ()
     for i, dn in enumerate(accounts):
-        problem = _dn_problem(dn) if isinstance(dn, str) else f"expected a DN, got {_kind(dn)}"
+        problem = _dn_problem(dn) if isinstance(dn, str) else f"expected a DN, got {kind_of(dn)}"
         if problem:
             capture.error(f"writer_accounts[{i}]", problem)
     return tuple(dn for dn in accounts if isinstance(dn, str))
@@ -495,23 +461,24 @@ def _filter_assertions(node: Any) -> Iterator[Any]:
         yield from _filter_assertions(element)
 
 
-def _contacts(sec: _Section) -> ContactPolicy:
+def _contacts(sec: Section) -> ContactPolicy:
     classes = sec.value("object_classes", (list,), "a list", list(DEFAULT_OBJECT_CLASSES)) or []
     if not classes and sec.given("object_classes"):
         sec.error("object_classes", "must not be empty")
     for i, name in enumerate(classes):
         if not isinstance(name, str) or not is_attribute_name(name):
             sec.error(f"object_classes[{i}]", "not an object class name (a letter, then letters, digits or hyphens)")
-    rdn_attribute = sec.text("rdn_attribute", "cn", check=_ATTRIBUTE)
+    rdn_attribute = sec.text("rdn_attribute", "cn", check=ATTRIBUTE)
     return ContactPolicy(
         object_classes=tuple(classes),
         rdn_attribute=rdn_attribute,
-        rdn_source=sec.text("rdn_source", "cn", check=_ATTRIBUTE),
+        rdn_source=sec.text("rdn_source", "cn", check=ATTRIBUTE),
         attributes=_attributes(sec, rdn_attribute),
+        clash_suffix=clash_suffix(sec),
     )
 
 
-def _attributes(sec: _Section, rdn_attribute: str | None) -> tuple[tuple[str, Template], ...]:
+def _attributes(sec: Section, rdn_attribute: str | None) -> tuple[tuple[str, Template], ...]:
     mapping = sec.value("attributes", (dict,), "a mapping of contact attribute to template") or {}
     if not mapping and sec.given("attributes"):
         sec.error("attributes", "must map at least one contact attribute to a template")
@@ -519,7 +486,7 @@ def _attributes(sec: _Section, rdn_attribute: str | None) -> tuple[tuple[str, Te
     first: dict[str, str] = {}
     for name, text in mapping.items():
         path, folded = f"{sec.at('attributes')}.{name}", str(name).lower()
-        problem = _ATTRIBUTE(name) if isinstance(name, str) else f"expected an attribute name, got {_kind(name)}"
+        problem = ATTRIBUTE(name) if isinstance(name, str) else f"expected an attribute name, got {kind_of(name)}"
         if problem:
             sec.errors.append(f"{path}: {problem}")
         elif first.setdefault(folded, name) != name:
@@ -530,7 +497,7 @@ def _attributes(sec: _Section, rdn_attribute: str | None) -> tuple[tuple[str, Te
         elif folded == "objectclass":
             sec.errors.append(f"{path}: set contacts.object_classes instead")
         if not isinstance(text, str):
-            sec.errors.append(f"{path}: expected a template string, got {_kind(text)}"
+            sec.errors.append(f"{path}: expected a template string, got {kind_of(text)}"
                               " (quote it: YAML reads unquoted TRUE, yes or 1 as non-strings)")
             continue
         try:
@@ -552,29 +519,13 @@ def _rdns(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     return tuple(rdns)
 
 
-def _kind(value: Any) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping"}
-    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
-
-
-def _rule(ok: Callable[[str], object], message: str) -> Callable[[str], str | None]:
-    return lambda value: None if ok(value) else message
-
-
-def _choice(choices: Sequence[str]) -> Callable[[str], str | None]:
-    return lambda value: None if value in choices else f"unknown value {value!r}; known: {', '.join(choices)}"
-
-
-_NOT_EMPTY = _rule(bool, "must not be empty")
-_ATTRIBUTE = _rule(is_attribute_name, "not an LDAP attribute name (a letter, then letters, digits or hyphens)")
-_FOREST_NAME = _rule(re.compile(r"[a-z][a-z0-9-]{0,62}").fullmatch,
-                     "must be 1-63 lowercase letters, digits or '-', starting with a letter")
-_KAFKA_NAME = _rule(re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}").fullmatch,
-                    "not a valid Kafka name (1-249 letters, digits, '.', '_' or '-')")
+_FOREST_NAME = rule(re.compile(r"[a-z][a-z0-9-]{0,62}").fullmatch,
+                    "must be 1-63 lowercase letters, digits or '-', starting with a letter")
+_KAFKA_NAME = rule(re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}").fullmatch,
+                   "not a valid Kafka name (1-249 letters, digits, '.', '_' or '-')")
 # Echoes no value: it might be a password pasted into the wrong key.
-_ENV_NAME = _rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
-                  "not an environment variable name (letters, digits and '_'); put the variable's name here")
+_ENV_NAME = rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
+                 "not an environment variable name (letters, digits and '_'); put the variable's name here")
 _ATTRIBUTE_DESCRIPTION = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-z0-9-]+)*")
 _BAD_FILTER_ESCAPE = re.compile(r"\\(?![0-9A-Fa-f]{2})")
 # These modes' sources do not name the account that made a change.

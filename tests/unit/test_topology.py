@@ -151,6 +151,8 @@ def test_defaults_fill_what_the_file_leaves_out():
         "positions": "idsync.reader-positions",
         "contacts": "idsync.central-contacts",
         "errors": "idsync.errors",
+        "conflicts": "idsync.conflicts",
+        "held_deletes": "idsync.held-deletes",
     }
     assert (topology.streams.app_id, topology.streams.commit_interval_seconds) == ("idsync", 1.0)
     capture = topology.central.change_capture
@@ -197,7 +199,7 @@ def test_forest_lookup_by_name():
         ({"streams.commit_interval_seconds": 0}, "streams.commit_interval_seconds", "must be > 0, got 0"),
         ({"streams.commit_interval_seconds": "1s"}, "streams.commit_interval_seconds", "expected a number"),
         ({"streams.session_timeout_seconds": 2}, "streams.session_timeout_seconds", "must be >= 6, got 2"),
-        ({"metaverse": {}}, "metaverse", "unknown key"),
+        ({"metavers": {}}, "metavers", "unknown key (did you mean metaverse?)"),
         ({"kafka": "localhost:9092"}, "kafka", "expected a mapping, got a string"),
         # forests
         ({"forests": None}, "forests", "required key is missing"),
