@@ -19,10 +19,11 @@ from streams.contracts import ChangeReader
 from streams.kafka.lag import LagProbe
 from streams.kafka.positions import PositionStore
 from streams.kafka.publisher import ChangePublisher
+from streams.config.metaverse import engine_settings
 from streams.kafka.topics import ensure_topics
 from streams.monitoring.metrics import LagMetrics, serve_metrics
 from streams.processors.app import add_component, create_app
-from streams.processors.sink_runner import SinkRunner
+from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.processors.source_runner import SourceRunner
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def build_worker(topology: Topology) -> faust.App:
 
 def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
     """Declare idsync's topics, then run the worker until it is stopped (SIGTERM/SIGINT)."""
-    asyncio.run(ensure_topics(topology.kafka))
+    asyncio.run(ensure_topics(topology.kafka, topology.streams.app_id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = build_worker(topology)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
@@ -143,8 +144,12 @@ async def run_contact_writer(topology: Topology) -> None:
     writer = LdapContactWriter(topology.central)
     await producer.start()
     await consumer.start()
+    runner = SinkRunner(
+        writer, consumer=consumer, producer=producer, topics=kafka.topics, conflicts_topic=kafka.topics.conflicts,
+        open_conflicts=lambda: open_dn_conflicts(kafka.bootstrap_servers, kafka.topics.conflicts),
+    )
     try:
-        await SinkRunner(writer, consumer=consumer, producer=producer, topics=kafka.topics).run()
+        await runner.run()
     finally:
         await consumer.stop()
         await producer.stop()
@@ -153,12 +158,15 @@ async def run_contact_writer(topology: Topology) -> None:
 
 async def run_metrics_endpoint(topology: Topology) -> None:
     """Serve the worker's metrics, with the lag of the processor (faust's group is the app id)
-    on the changes topic and of the contact writer on the contacts topic."""
-    topics = topology.kafka.topics
+    on every topic the metaverse engine consumes and of the contact writer on the contacts topic."""
+    topics = engine_settings(topology).topics
     probe = LagProbe(topology.kafka.bootstrap_servers)
     await probe.start()
     try:
-        watched = ((topology.streams.app_id, topics.changes), (contact_writer_group(topology), topics.contacts))
+        watched = (
+            *((topology.streams.app_id, topic) for topic in topics.consumed()),
+            (contact_writer_group(topology), topics.contacts),
+        )
         await serve_metrics(topology.metrics, LagMetrics(probe, watched))
     finally:
         await probe.stop()

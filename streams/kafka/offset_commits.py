@@ -1,4 +1,4 @@
-"""Committing the changes topic's offsets from what the metaverse processor finished.
+"""Committing the engine's topics' offsets from what the metaverse processor finished.
 
 faust 0.15's own commits follow a list of acknowledged offsets that its gap bookkeeping can
 break: after it skipped records while a worker recovered, a partition's commits crept forward
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Hashable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -21,21 +21,21 @@ class ProcessedOffsetCommitter:
     def __init__(
         self,
         *,
-        processed: Callable[[], dict[int, int]],
+        processed: Callable[[], dict[Hashable, int]],
         flush: Callable[[], Awaitable[None]],
-        commit: Callable[[dict[int, int]], Awaitable[bool]],
+        commit: Callable[[dict[Hashable, int]], Awaitable[bool]],
     ) -> None:
-        """`processed()` maps partition -> offset before which everything is processed; `commit`
+        """`processed()` maps a partition (of one topic, or a (topic, partition) pair) -> offset before which everything is processed; `commit`
         commits such a mapping for the consumer group and says whether the broker accepted it."""
         self._processed = processed
         self._flush = flush
         self._commit = commit
-        self._committed: dict[int, int] = {}
+        self._committed: dict[Hashable, int] = {}
         # One commit at a time (the timer's and a revocation's): a slower, older one must not
         # land after a newer one and move an offset back.
         self._lock = asyncio.Lock()
 
-    async def commit(self, partitions: Iterable[int] | None = None) -> None:
+    async def commit(self, partitions: Iterable[Hashable] | None = None) -> None:
         """Commit the partitions (all by default) whose processed offset moved since the last commit."""
         wanted = None if partitions is None else set(partitions)
         async with self._lock:
@@ -53,6 +53,6 @@ class ProcessedOffsetCommitter:
             else:
                 log.info("offset commit not accepted, retried at the next one offsets=%s", due)
 
-    def forget(self, partitions: Iterable[int]) -> None:
+    def forget(self, partitions: Iterable[Hashable]) -> None:
         for partition in partitions:
             self._committed.pop(partition, None)

@@ -9,13 +9,14 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
 from streams.contracts import ReadBatch, RejectedRecord
-from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, SnapshotMarker, SnapshotPhase
+from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, ReaderCaughtUp, SnapshotMarker, SnapshotPhase
 from streams.kafka.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
 from streams.monitoring.metrics import CHANGES_PUBLISHED
 
@@ -129,8 +130,12 @@ class ChangePublisher:
         kind is kept, since the metaverse may know the object's kind from earlier events."""
         return [without_secrets(change) for change in changes if change.kind is None or change.kind in self._kinds]
 
-    async def _broadcast(self, marker: SnapshotMarker) -> None:
-        """Every partition gets the marker: each one sweeps the objects it holds."""
+    async def publish_caught_up(self) -> None:
+        """Tell every partition that the forest's state as of the reader's start is published."""
+        await self._broadcast(ReaderCaughtUp(forest=self._forest, sent_at=datetime.now(timezone.utc).isoformat()))
+
+    async def _broadcast(self, marker: SnapshotMarker | ReaderCaughtUp) -> None:
+        """Every partition gets the marker: each one sweeps (or counts in) the objects it holds."""
         key = f"{self._forest}/snapshot".encode()
         value = marker.to_bytes()
         partitions = sorted(await self._producer.partitions_for(self._topics.changes))

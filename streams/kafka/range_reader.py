@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record of the changes topic, as faust or a plain consumer delivered it."""
+    """One record of a topic idsync consumes, as faust or a plain consumer delivered it."""
 
     key: bytes | None
     value: bytes | None
@@ -19,11 +19,10 @@ class Record:
 
 
 class RangeReader:
-    def __init__(self, *, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, *, bootstrap_servers: str) -> None:
         self._bootstrap_servers = bootstrap_servers
-        self._topic = topic
 
-    async def __call__(self, partition: int, start: int, stop: int) -> list[Record]:
+    async def __call__(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
         """Records with start <= offset < stop (fewer if retention already deleted some)."""
         # earliest: a start that retention already removed moves to the oldest record left.
         consumer = AIOKafkaConsumer(
@@ -31,14 +30,14 @@ class RangeReader:
         )
         await consumer.start()
         try:
-            tp = TopicPartition(self._topic, partition)
+            tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)
             records: list[Record] = []
             while await consumer.position(tp) < stop:
                 for fetched in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
                     if fetched.offset < stop:
-                        records.append(Record(fetched.key, fetched.value, self._topic, partition, fetched.offset))
+                        records.append(Record(fetched.key, fetched.value, topic, partition, fetched.offset))
             return records
         finally:
             await consumer.stop()

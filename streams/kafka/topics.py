@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config.topology import KafkaSettings
+from streams.processors.stages import EngineTopics
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +22,36 @@ class TopicSpec:
     compacted: bool
 
 
-def topic_specs(kafka: KafkaSettings) -> tuple[TopicSpec, ...]:
+def topic_specs(kafka: KafkaSettings, app_id: str | None = None) -> tuple[TopicSpec, ...]:
+    """idsync's topics; with the streams app id, the metaverse engine's own topics too."""
     topics = kafka.topics
-    return (
+    specs = (
         # Keyed by forest/object id: per-object order holds within a partition.
         TopicSpec(topics.changes, kafka.partitions, compacted=False),
         # Latest value per key is all a resuming reader or a resync needs.
         TopicSpec(topics.positions, 1, compacted=True),
         TopicSpec(topics.contacts, kafka.partitions, compacted=True),
         TopicSpec(topics.errors, 1, compacted=False),
+        # What is open now: a resolved conflict or a decided delete leaves a record that says so.
+        TopicSpec(topics.conflicts, 1, compacted=True),
+        TopicSpec(topics.held_deletes, 1, compacted=True),
+    )
+    if app_id is None:
+        return specs
+    engine = EngineTopics.internal(
+        app_id, changes=topics.changes, contacts=topics.contacts, conflicts=topics.conflicts,
+        held_deletes=topics.held_deletes, errors=topics.errors,
+    )
+    # The engine's hops between key spaces: as many partitions as the changes topic, so faust
+    # gives partition p of every topic (and table) to one worker.
+    return specs + tuple(
+        TopicSpec(name, kafka.partitions, compacted=False) for name in (engine.joins, engine.links, engine.persons, engine.deletes)
     )
 
 
-async def ensure_topics(kafka: KafkaSettings) -> None:
-    """Create whichever of idsync's topics are missing; existing ones are left as they are."""
+async def ensure_topics(kafka: KafkaSettings, app_id: str | None = None) -> None:
+    """Create whichever of idsync's topics are missing (with `app_id`, the engine's too);
+    existing ones are left as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id=kafka.client_id)
     await admin.start()
     try:
@@ -46,7 +63,7 @@ async def ensure_topics(kafka: KafkaSettings) -> None:
                 replication_factor=kafka.replication_factor,
                 topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
             )
-            for spec in topic_specs(kafka)
+            for spec in topic_specs(kafka, app_id)
             if spec.name not in existing
         ]
         if not missing:

@@ -1,40 +1,48 @@
-"""The faust application: the metaverse table and the processor that keeps it current.
+"""The faust application: the metaverse engine's tables, and the one agent that feeds it.
 
-Directory changes come in keyed by ``forest/object_id``; the metaverse table is keyed the
-same way so each entry lives in the partition of its events (faust shards a table by the
-partition of the event being processed).  For every applied change the processor emits
-the contact's desired state to the compacted contacts topic, which the sink applies.
+The engine (streams/processors/engine.py) consumes five topics: directory changes (keyed by
+source anchor), join claims (by join key), links (by anchor), person changes (by person id) and
+delete requests (partition 0). Every table is keyed like the topic whose records write it, and
+faust stores a table entry in the partition of the record being processed, so each table is
+partitioned exactly like its topic. All topics have the same partition count, so faust assigns
+partition p of every topic and table to the same worker; several workers split the partitions.
 
-At-least-once: the changes topic's offsets are committed by idsync, not faust (see
-streams/kafka/offset_commits.py), only after the producer flushed the changelog and contact states
-that processing sent; re-delivered changes are recognised by their source position.
+At-least-once: these topics' offsets are committed by idsync, not faust (see
+streams/kafka/offset_commits.py), only after the producer flushed the changelogs and messages
+that processing sent; every stage is idempotent, so what a crash replays changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import faust
 from faust.types import TP
 
+from streams.config.metaverse import engine_settings
 from streams.config.topology import Topology
-from streams.events import ContactState, Heartbeat
+from streams.events import Heartbeat
 from streams.kafka.dead_letters import DeadLetter
-from streams.kafka.lag import group_positions
+from streams.kafka.lag import lag_probe
 from streams.kafka.offset_commits import ProcessedOffsetCommitter
 from streams.kafka.range_reader import RangeReader, Record
+from streams.processors.engine import MetaverseEngine
 from streams.processors.metaverse import MetaverseProcessor
+from streams.processors.stages import EngineContext
 
 log = logging.getLogger(__name__)
 
-METAVERSE_TABLE = "metaverse"
 HEARTBEAT_INTERVAL_SECONDS = 30.0
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def create_app(topology: Topology) -> faust.App:
     kafka = topology.kafka
+    settings = engine_settings(topology)
+    topics = settings.topics
     app = faust.App(
         topology.streams.app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
@@ -49,71 +57,70 @@ def create_app(topology: Topology) -> faust.App:
         # Exactly-once crashes on rebalance in faust (issues #323, #517): stay at-least-once.
         processing_guarantee="at_least_once",
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    # acks=False: faust neither tracks nor commits this topic's offsets; ProcessedOffsetCommitter does.
-    changes = app.topic(kafka.topics.changes, acks=False, **raw)
-    contacts = app.topic(kafka.topics.contacts, **raw)
-    errors = app.topic(kafka.topics.errors, **raw)
-    # bytes key and value types make faust use its raw serializer: values are our own orjson.
-    metaverse = app.Table(
-        METAVERSE_TABLE, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes
-    )
+    # acks=False: faust neither tracks nor commits these topics' offsets; ProcessedOffsetCommitter does.
+    consumed = app.topic(*topics.consumed(), acks=False, **_RAW)
+    outputs = {name: app.topic(name, **_RAW) for name in {*topics.consumed(), topics.contacts, topics.conflicts,
+                                                           topics.held_deletes, topics.errors}}
+
+    def table(name: str) -> faust.Table:
+        # bytes key and value types make faust use its raw serializer: values are our own orjson.
+        return app.Table(name, default=None, partitions=kafka.partitions, key_type=bytes, value_type=bytes)
+
+    async def send(topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        await outputs[topic].send(key=key, value=value, partition=partition)
+
+    engine = MetaverseEngine(EngineContext(
+        settings=settings,
+        send=send,
+        partition_of=lambda key: app.producer.key_partition(topics.changes, key).partition,
+        space=table("connector-space"),
+        index=table("join-index"),
+        persons=table("persons"),
+        breaker=table("delete-breaker"),
+        clock=time.time,
+    ))
 
     async def dead_letter(record: Record, reason: str, forest: str | None) -> None:
         letter = DeadLetter(
-            stage="metaverse",
-            reason=reason,
-            key=record.key,
-            value=record.value,
-            forest=forest,
-            origin_topic=record.topic,
-            origin_partition=record.partition,
-            origin_offset=record.offset,
+            stage="metaverse", reason=reason, key=record.key, value=record.value, forest=forest,
+            origin_topic=record.topic, origin_partition=record.partition, origin_offset=record.offset,
         )
         letter.log()
-        await errors.send(key=letter.key, value=letter.value, headers=letter.headers())
+        await outputs[topics.errors].send(key=letter.key, value=letter.value, headers=letter.headers())
 
-    async def emit_contact(contact: ContactState) -> None:
-        await contacts.send(key=contact.anchor.encode(), value=contact.to_bytes())
+    # The group's committed offsets, read once for every topic when the first is needed and taken
+    # out one by one: a partition assigned again later must read its offset afresh.
+    unclaimed_start_offsets: dict[tuple[str, int], int] = {}
 
-    # The group's committed offsets, read once for all partitions when the first is needed and
-    # taken out one by one: a partition assigned again later must read its offset afresh.
-    unclaimed_start_offsets: dict[int, int] = {}
-
-    async def start_offset(partition: int) -> int:
-        if partition not in unclaimed_start_offsets:
-            unclaimed_start_offsets.update(
-                await group_positions(kafka.bootstrap_servers, topology.streams.app_id, kafka.topics.changes)
-            )
-        return unclaimed_start_offsets.pop(partition)
+    async def start_offset(topic: str, partition: int) -> int:
+        if (topic, partition) not in unclaimed_start_offsets:
+            async with lag_probe(kafka.bootstrap_servers) as probe:
+                for name in topics.consumed():
+                    positions = await probe.positions(topology.streams.app_id, name)
+                    unclaimed_start_offsets.update({(name, p): offset for p, offset in positions.items()})
+        return unclaimed_start_offsets.pop((topic, partition))
 
     processor = MetaverseProcessor(
-        topology,
-        table=metaverse,
-        emit_contact=emit_contact,
+        handle=engine.process,
         dead_letter=dead_letter,
-        partition_of=lambda key: app.producer.key_partition(kafka.topics.changes, key).partition,
         start_offset=start_offset,
-        read_range=RangeReader(bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.changes),
+        read_range=RangeReader(bootstrap_servers=kafka.bootstrap_servers),
     )
 
-    async def commit_offsets(offsets: dict[int, int]) -> bool:
+    async def commit_offsets(offsets: dict[tuple[str, int], int]) -> bool:
         # faust's consumer runs aiokafka in a thread of its own; this is its commit, which only
         # commits assigned partitions and reports a commit refused after a rebalance as False.
-        return await app.consumer._commit({TP(kafka.topics.changes, p): offset for p, offset in offsets.items()})
+        return await app.consumer._commit({TP(topic, p): offset for (topic, p), offset in offsets.items()})
 
-    committer = ProcessedOffsetCommitter(
-        processed=processor.processed, flush=app.producer.flush, commit=commit_offsets
-    )
+    committer = ProcessedOffsetCommitter(processed=processor.processed, flush=app.producer.flush, commit=commit_offsets)
 
-    # Concurrency 1: the processor handles a partition's records one at a time, in offset order.
-    @app.agent(changes, concurrency=1)
+    # Concurrency 1: one record at a time, in offset order per partition; the stages never
+    # interleave their reads and writes of the tables.
+    @app.agent(consumed, concurrency=1)
     async def maintain_metaverse(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            await processor.process(
-                Record(message.key, message.value, message.topic, message.partition, message.offset)
-            )
+            await processor.process(Record(message.key, message.value, message.topic, message.partition, message.offset))
 
     @app.timer(interval=topology.streams.commit_interval_seconds)
     async def commit_processed_offsets() -> None:
@@ -123,7 +130,7 @@ def create_app(topology: Topology) -> faust.App:
     async def commit_before_revocation(_app: faust.App, revoked: set[TP], **_: Any) -> None:
         # faust has waited for the agent and flushed the producer: commit what it finished, then
         # let the partitions' next owner (maybe this worker) start from the committed offsets.
-        partitions = {tp.partition for tp in revoked if tp.topic == kafka.topics.changes}
+        partitions = {(tp.topic, tp.partition) for tp in revoked if tp.topic in topics.consumed()}
         await committer.commit(partitions)
         committer.forget(partitions)
         processor.forget(partitions)
@@ -135,9 +142,12 @@ def create_app(topology: Topology) -> faust.App:
 
     @app.timer(interval=HEARTBEAT_INTERVAL_SECONDS)
     async def send_heartbeats() -> None:
+        # A heartbeat on every partition shows the processor records skipped before it even
+        # where no other record follows.
         value = Heartbeat(sent_at=datetime.now(timezone.utc).isoformat()).to_bytes()
-        for partition in range(kafka.partitions):
-            await changes.send(key=b"heartbeat", value=value, partition=partition)
+        for name in topics.consumed():
+            for partition in range(kafka.partitions):
+                await outputs[name].send(key=b"heartbeat", value=value, partition=partition)
 
     return app
 

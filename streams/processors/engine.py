@@ -27,6 +27,9 @@ from streams.processors.persons import BreakerStage, PersonStage
 from streams.processors.space import SpaceStage
 from streams.processors.stages import EngineContext
 
+# The key of the heartbeats streams/processors/app.py sends to every partition of every topic.
+HEARTBEAT_KEY = b"heartbeat"
+
 
 class MetaverseEngine:
     def __init__(self, context: EngineContext) -> None:
@@ -40,6 +43,8 @@ class MetaverseEngine:
         try:
             if record.topic == self._topics.changes:
                 return await self._on_change_topic(record)
+            if record.key == HEARTBEAT_KEY:
+                return None
             event = decode_engine_event(record.value)
         except EventDecodeError as exc:
             return str(exc), None

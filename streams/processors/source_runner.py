@@ -70,6 +70,7 @@ class SourceRunner:
         self._last_read = time.monotonic()
         # The newest position whose changes Kafka acknowledged, saved in the position store.
         self._acknowledged: str | None = None
+        self._caught_up = False
         READER_SECONDS_SINCE_READ.labels(forest).set_function(lambda: time.monotonic() - self._last_read)
 
     @property
@@ -113,6 +114,12 @@ class SourceRunner:
             self._last_read = time.monotonic()
             if batch.position is not None:
                 position = batch.position
+            if not self._caught_up:
+                # The forest as of this start is in the stream (the metaverse waits for the
+                # central forest's before it exports a contact): say so once it is durable.
+                await self._settle(in_flight, keep=0)
+                await self._publisher.publish_caught_up()
+                self._caught_up = True
             await self._settle(in_flight, keep=_MAX_IN_FLIGHT - 1)
 
     async def _settle(self, in_flight: deque[_InFlight], *, keep: int) -> None:

@@ -68,7 +68,12 @@ class Person:
         return replace(self, connectors={**self.connectors, connector.anchor: connector}, departed=departed)
 
     def without_connector(self, anchor: str, position: str) -> Person | None:
-        if not self._newer(anchor, position):
+        """The person without this connector; None when that is no news. A departure may carry
+        the position of the connector's last state: a sweep removes an object as it was."""
+        known = self.connectors.get(anchor)
+        if known is not None and position < known.position:
+            return None
+        if known is None and not self._newer(anchor, position):
             return None
         connectors = {k: v for k, v in self.connectors.items() if k != anchor}
         return replace(self, connectors=connectors, departed={**self.departed, anchor: position})

@@ -17,6 +17,7 @@ import yaml
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
 from idsync.sample_data import ensure_ou
+from streams.config.metaverse import engine_settings
 from streams.config.topology import Topology, load_topology
 from streams.kafka.lag import consumer_lag
 
@@ -120,16 +121,17 @@ class GalDeployment:
     def wait_until_processed(self, timeout: float = 30) -> None:
         """Every change and contact state so far is committed by the processor and the sink."""
         kafka = self.topology.kafka
+        topics = engine_settings(self.topology).topics
         groups = (
-            (self.topology.streams.app_id, kafka.topics.changes),
+            *((self.topology.streams.app_id, topic) for topic in topics.consumed()),
             (f"{self.topology.streams.app_id}-contact-writer", kafka.topics.contacts),
         )
 
-        lags: dict[str, dict] = {}
+        lags: dict[tuple[str, str], dict] = {}
 
         def settled() -> bool:
             for group, topic in groups:
-                lags[group] = asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic))
+                lags[group, topic] = asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic))
             return not any(sum(lag.values()) for lag in lags.values())
 
         try:
@@ -181,6 +183,8 @@ def write_topology(
                 "positions": f"{name}.positions",
                 "contacts": f"{name}.contacts",
                 "errors": f"{name}.errors",
+                "conflicts": f"{name}.conflicts",
+                "held_deletes": f"{name}.held-deletes",
             },
         },
         "streams": {"app_id": name, "commit_interval_seconds": 0.2} | streams,

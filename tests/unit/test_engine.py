@@ -252,3 +252,59 @@ async def test_delete_and_immediate_re_add_of_fifty_users_ends_with_fifty_contac
         bus.change("a", f"new{n}", ChangeOp.ADD, displayName=f"User {n}", mail=f"u{n}@x.org")
     await bus.drain()
     assert sorted(c.dn for c in bus.present()) == sorted(f"cn=User {n},ou=a,ou=gal,dc=central" for n in range(50))
+
+
+def _snapshot_end(bus: Bus, forest: str, snapshot_id: str, high_water: str, **fields) -> None:
+    from streams.events import SnapshotMarker, SnapshotPhase
+
+    marker = SnapshotMarker(forest=forest, snapshot_id=snapshot_id, phase=SnapshotPhase.END, high_water=high_water, **fields)
+    for partition in range(PARTITIONS):
+        bus.queues[("changes", partition)].append(Record(b"a/snapshot", marker.to_bytes(), "changes", partition, 0))
+
+
+def _resnapshot(bus: Bus, object_id: str, snapshot_id: str) -> None:
+    from dataclasses import replace
+
+    bus.positions["a"] += 1
+    change = DirectoryChange(
+        forest="a", object_id=object_id, op=ChangeOp.ADD, kind=ObjectKind.USER, dn=f"cn={object_id},dc=a",
+        attributes={"displayName": (object_id,), "mail": (f"{object_id}@x.org",)},
+        position=f"{bus.positions['a']:08d}", changed_at="2026-12-04T00:00:00Z",
+    )
+    change = replace(change, snapshot_id=snapshot_id)
+    key = change.key.encode()
+    bus.queues[("changes", partition_of(key))].append(Record(key, change.to_bytes(), "changes", partition_of(key), 0))
+
+
+async def test_a_snapshot_end_sweeps_what_it_did_not_contain_and_its_contacts_go():
+    bus = Bus(1)
+    bus.caught_up("central")
+    for n in range(4):
+        bus.change("a", f"u{n}", ChangeOp.ADD, displayName=f"u{n}", mail=f"u{n}@x.org")
+    await bus.drain()
+    assert len(bus.present()) == 4
+    for n in (0, 1, 2):
+        _resnapshot(bus, f"u{n}", "s1")
+    await bus.drain()
+    _snapshot_end(bus, "a", "s1", high_water=f"{bus.positions['a']:08d}", objects=3)
+    await bus.drain()
+    assert sorted(c.dn for c in bus.present()) == [f"cn=u{n},ou=a,ou=gal,dc=central" for n in (0, 1, 2)]
+
+
+async def test_a_sweep_over_the_mass_delete_guard_is_refused_and_reported():
+    bus = Bus(2)
+    bus.context.settings = __import__("dataclasses").replace(bus.context.settings, sweep_max_fraction=0.1, sweep_always_allowed=0)
+    bus.engine = MetaverseEngine(bus.context)
+    bus.caught_up("central")
+    for n in range(6):
+        bus.change("a", f"u{n}", ChangeOp.ADD, displayName=f"u{n}", mail=f"u{n}@x.org")
+    await bus.drain()
+    _snapshot_end(bus, "a", "empty-ou", high_water="99999999")
+    refusals = []
+    while any(bus.queues.values()):
+        where = next(w for w, q in bus.queues.items() if q)
+        result = await bus.engine.process(bus.queues[where].pop(0))
+        if result is not None:
+            refusals.append(result)
+    assert refusals and all("would delete" in reason and forest == "a" for reason, forest in refusals)
+    assert len(bus.present()) == 6

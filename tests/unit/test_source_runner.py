@@ -41,6 +41,10 @@ class ControlledPublisher:
 
     def __init__(self) -> None:
         self.acks: list[asyncio.Future] = []
+        self.caught_up = 0
+
+    async def publish_caught_up(self) -> None:
+        self.caught_up += 1
 
     async def send(self, batch: ReadBatch) -> asyncio.Future:
         self.acks.append(asyncio.get_running_loop().create_future())
@@ -59,10 +63,12 @@ class Positions:
         self.saved.append(position.position)
 
 
-def runner(reader: ScriptedReader, positions: Positions, publisher: ControlledPublisher) -> SourceRunner:
+def runner(reader: ScriptedReader, positions: Positions, publisher: ControlledPublisher, *, started: bool = True) -> SourceRunner:
+    """`started`: past the first read (whose caught-up marker the last test covers)."""
     topics = Topics(changes="c", positions="p", contacts="k", errors="e")
     built = SourceRunner(reader, producer=None, positions=positions, topics=topics)  # type: ignore[arg-type]
     built._publisher = publisher  # type: ignore[assignment]
+    built._caught_up = started
     return built
 
 
@@ -125,5 +131,24 @@ async def test_a_permanent_error_is_retried_and_loses_nothing(monkeypatch) -> No
         await asyncio.wait_for(until_async(lambda: len(reader.reads) >= 3), timeout=5)
         # The failed read came after batch "1" was sent, not acknowledged: read again from "0".
         assert reader.reads[:3] == ["0", "1", "0"]
+    finally:
+        task.cancel()
+
+
+async def test_the_first_read_is_acknowledged_then_marked_caught_up_once() -> None:
+    reader, positions, publisher = ScriptedReader(), Positions(stored="0"), ControlledPublisher()
+    task = asyncio.create_task(runner(reader, positions, publisher, started=False).run())
+    try:
+        await until(lambda: len(publisher.acks) == 1, "the first batch")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(publisher.acks) == 1 and publisher.caught_up == 0  # waits for Kafka first
+        publisher.acks[0].set_result(None)
+        await until(lambda: publisher.caught_up == 1 and len(publisher.acks) == 5, "marker, then read-ahead")
+        assert positions.saved == ["1"]
+        for ack in publisher.acks[1:]:
+            ack.set_result(None)
+        await until(lambda: len(publisher.acks) >= 8, "more batches")
+        assert publisher.caught_up == 1
     finally:
         task.cancel()
