@@ -1,7 +1,8 @@
 """What the stream core expects of connectors (readers and writers), whatever they talk to.
 
 The core drives connectors through these contracts and never imports a concrete one.
-Errors are split the way a sink must treat them: retry later, or dead-letter and go on.
+Errors are split the way a sink must treat them: retry later, or dead-letter and go on; a write
+that another entry blocks for now (Blocked) is neither: it is reported as a conflict and retried.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ class RetriableError(ConnectorError):
 
 class PermanentError(ConnectorError):
     """This record can never be applied as it is: dead-letter it and go on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Blocked:
+    """A state that cannot be applied now: the name it needs is held by an entry idsync must not
+    take over (a user, an OU, a contact with another mail). Nothing is wrong with the record, so it
+    is not dead-lettered: the core reports a conflict and applies the state again later; it
+    succeeds once the blocker is gone."""
+
+    reason: str
+    # The name the contact needs, and the entry that holds it.
+    dn: str
+    blocker_dn: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,9 +69,10 @@ class ChangeReader(Protocol):
 
 
 class ContactWriter(Protocol):
-    def apply_all(self, states: Sequence[ContactState]) -> list[str | PermanentError]:
-        """Make the directory match each state, idempotently; per state, what was done or why
-        it can never be applied. Raises RetriableError when the target is unavailable.
+    def apply_all(self, states: Sequence[ContactState]) -> list[str | Blocked | PermanentError]:
+        """Make the directory match each state, idempotently; per state, what was done, what
+        blocks it for now, or why it can never be applied. Raises RetriableError when the target
+        is unavailable.
 
         Blocking: the core calls it from a worker thread.
         """
