@@ -1,8 +1,10 @@
 """Writes contacts into the central forest so that it matches a ContactState, idempotently.
 
 A contact is found by its anchor (``idsyncAnchor``), never by its name, so renames and
-moves of the source user rename or move the same contact.  Only attributes that differ are
-written: applying the same state twice writes nothing the second time.
+moves of the source user rename or move the same contact. With no entry carrying the anchor, a
+contact made by hand or by an older engine is adopted; names are chosen, and clashes decided,
+by connectors/ldap/contact_plan.py. Only attributes that differ are written, and names are
+compared in canonical form: applying the same state twice writes nothing the second time.
 """
 
 from __future__ import annotations
@@ -10,20 +12,25 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from ldap3 import DEREF_NEVER, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
+from ldap3 import BASE, DEREF_NEVER, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
 
+from connectors.ldap.contact_plan import Entry, Plan, plan_contact, rdn_values, same_container
 from connectors.ldap.session import LdapSession, sorted_errors
 from streams.config.topology import Forest
-from streams.contracts import PermanentError
+from streams.contracts import Blocked, PermanentError
 from streams.events import ANCHOR_ATTRIBUTE, ContactState
+from streams.rules.dn import DnError, canonical, rdn_and_parent
 
 log = logging.getLogger(__name__)
 
 # Anchors looked up per search: keeps the filter well inside servers' request size limits.
 _LOOKUP_CHUNK = 100
+# Read with every entry: what decides whether it is idsync's, and whether it may be adopted.
+_IDENTITY = (ANCHOR_ATTRIBUTE, "objectClass", "mail")
+
+Result = str | Blocked | PermanentError
 
 
 class LdapContactWriter:
@@ -32,56 +39,75 @@ class LdapContactWriter:
         self._session = LdapSession(central)
         self._known_containers: set[str] = set()
 
-    def apply_all(self, states: Sequence[ContactState]) -> list[str | PermanentError]:
-        """Apply each state; per state, what was done or why it can never be applied.
+    def apply_all(self, states: Sequence[ContactState]) -> list[Result]:
+        """Apply each state; per state, what was done, what blocks it for now, or why it can
+        never be applied.
 
         The contacts are looked up by anchor in a few searches for the whole batch: one
-        search per contact cost as much as the write itself. A lost connection raises
-        RetriableError for the whole batch, which is then applied again (idempotently).
+        search per contact cost as much as the write itself. Names are looked up one by one,
+        only for contacts to create, adopt or rename, after the writes before them. A lost
+        connection raises RetriableError for the whole batch, which is then applied again
+        (idempotently).
         """
         with self._session.connection() as connection:
             existing = self._find_all(connection, states)
-            results: list[str | PermanentError] = []
+            results: list[Result] = []
             for state in states:
                 try:
                     with sorted_errors(self._central.name, on_connection_failure=self._session.close):
                         results.append(self._apply(connection, state, existing.get(state.anchor)))
                 except PermanentError as exc:
                     results.append(exc)
+                except (DnError, ldap_errors.LDAPInvalidDnError) as exc:
+                    results.append(PermanentError(f"anchor {state.anchor!r}: {exc}"))
             return results
 
     def close(self) -> None:
         self._session.close()
 
-    def _apply(self, connection, state: ContactState, existing: dict | list[dict] | None) -> str:
+    def _apply(self, connection, state: ContactState, existing: Entry | list[Entry] | None) -> str | Blocked:
         if isinstance(existing, list):
             raise PermanentError(
                 f"anchor {state.anchor!r} is on {len(existing)} entries: "
-                + ", ".join(repr(e["dn"]) for e in existing)
+                + ", ".join(repr(e.dn) for e in existing)
             )
         if not state.present:
             if existing is None:
                 return "absent"
-            self._delete(connection, existing["dn"])
+            self._delete(connection, existing.dn)
             return "deleted"
-        if existing is None:
-            self._create(connection, state)
-            return "created"
-        actions = []
-        if _normalized(existing["dn"]) != _normalized(state.dn):
-            self._move(connection, existing["dn"], state)
-            actions.append("moved")
-        changes = _attribute_changes(existing["raw_attributes"], state)
-        if changes:
-            connection.modify(state.dn, changes)
-            actions.append("updated")
-        return "+".join(actions) or "unchanged"
+        looked_up: dict[str, Entry | None] = {}
 
-    def _find_all(self, connection, states: Sequence[ContactState]) -> dict[str, dict | list[dict]]:
+        def holder_of(dn: str) -> Entry | None:
+            if dn not in looked_up:
+                looked_up[dn] = self._entry_at(connection, dn, state)
+            return looked_up[dn]
+
+        return self._carry_out(connection, state, plan_contact(state, existing, holder_of))
+
+    def _carry_out(self, connection, state: ContactState, plan: Plan) -> str | Blocked:
+        if plan.entry is None:
+            if plan.blocked is not None:
+                return plan.blocked
+            assert plan.target is not None
+            return self._create(connection, state, plan.target) or "created"
+        actions = []
+        if plan.changes:
+            # Before any rename: an adopted contact carries the anchor from its first write on,
+            # so a failure halfway leaves a contact found by its anchor next time.
+            connection.modify(plan.entry.dn, _modifications(plan.changes))
+            actions.append("adopted" if plan.adopt else "updated")
+        if plan.target is not None:
+            blocked = self._move(connection, plan.entry.dn, plan.target)
+            if blocked is not None:
+                return blocked
+            actions.append("moved")
+        return plan.blocked or "+".join(actions) or "unchanged"
+
+    def _find_all(self, connection, states: Sequence[ContactState]) -> dict[str, Entry | list[Entry]]:
         """anchor -> its entry, or every entry carrying it when there is more than one."""
-        attributes = sorted({name for state in states for name in state.managed_attributes}) or ["1.1"]
         anchors = sorted({state.anchor for state in states})
-        found: dict[str, list[dict]] = {}
+        found: dict[str, list[Entry]] = {}
         for chunk in range(0, len(anchors), _LOOKUP_CHUNK):
             wanted = "".join(
                 f"({ANCHOR_ATTRIBUTE}={escape_filter_chars(a)})" for a in anchors[chunk : chunk + _LOOKUP_CHUNK]
@@ -91,39 +117,55 @@ class LdapContactWriter:
                 f"(|{wanted})",
                 search_scope=SUBTREE,
                 dereference_aliases=DEREF_NEVER,
-                attributes=[ANCHOR_ATTRIBUTE, *attributes],
+                attributes=_attributes_read(states),
                 generator=False,
             )
             for entry in entries:
                 if entry.get("type") == "searchResEntry":
-                    anchor = entry["raw_attributes"][ANCHOR_ATTRIBUTE][0].decode()
-                    found.setdefault(anchor, []).append(entry)
+                    found_entry = Entry.from_raw(entry["dn"], entry["raw_attributes"])
+                    found.setdefault(found_entry.anchor or "", []).append(found_entry)
         return {anchor: entries[0] if len(entries) == 1 else entries for anchor, entries in found.items()}
 
-    def _create(self, connection, state: ContactState) -> None:
-        self._ensure_container(connection, state.container_dn)
+    def _entry_at(self, connection, dn: str, state: ContactState) -> Entry | None:
+        try:
+            connection.search(
+                dn, "(objectClass=*)", search_scope=BASE, dereference_aliases=DEREF_NEVER,
+                attributes=_attributes_read([state]),
+            )
+        except ldap_errors.LDAPNoSuchObjectResult:
+            return None
+        for entry in connection.response or ():
+            if entry.get("type") == "searchResEntry":
+                return Entry.from_raw(entry["dn"], entry["raw_attributes"])
+        return None
+
+    def _create(self, connection, state: ContactState, dn: str) -> Blocked | None:
+        self._ensure_container(connection, rdn_and_parent(dn)[1])
         attributes = {name: list(values) for name, values in state.attributes.items()}
+        for name, value in rdn_values(dn):
+            # The directory refuses an entry whose name is not among its values (a fallback name).
+            values = next((v for n, v in attributes.items() if n.lower() == name), None)
+            if values is None:
+                attributes[name] = [value]
+            elif value not in values:
+                values.append(value)
         attributes[ANCHOR_ATTRIBUTE] = [state.anchor]
         try:
-            connection.add(state.dn, list(state.object_classes), attributes)
-        except ldap_errors.LDAPEntryAlreadyExistsResult as exc:
-            raise PermanentError(
-                f"contact {state.dn!r} for anchor {state.anchor!r} conflicts with an existing entry"
-            ) from exc
+            connection.add(dn, list(state.object_classes), attributes)
+        except ldap_errors.LDAPEntryAlreadyExistsResult:
+            # Taken since it was looked up: decided again at the next attempt.
+            return Blocked(reason="the name was taken while the contact was being created", dn=dn, blocker_dn=dn)
+        return None
 
-    def _move(self, connection, old_dn: str, state: ContactState) -> None:
-        rdn, parent = _split(state.dn)
+    def _move(self, connection, old_dn: str, new_dn: str) -> Blocked | None:
+        rdn, parent = rdn_and_parent(new_dn)
         self._ensure_container(connection, parent)
-        same_parent = _normalized(_split(old_dn)[1]) == _normalized(parent)
+        same_parent = same_container(rdn_and_parent(old_dn)[1], parent)
         try:
-            connection.modify_dn(
-                old_dn, rdn, delete_old_dn=True, new_superior=None if same_parent else parent
-            )
-        except ldap_errors.LDAPEntryAlreadyExistsResult as exc:
-            raise PermanentError(
-                f"cannot rename contact {old_dn!r} to {state.dn!r} for anchor {state.anchor!r}: "
-                "the new name is taken"
-            ) from exc
+            connection.modify_dn(old_dn, rdn, delete_old_dn=True, new_superior=None if same_parent else parent)
+        except ldap_errors.LDAPEntryAlreadyExistsResult:
+            return Blocked(reason=f"the name was taken while {old_dn} was being renamed", dn=new_dn, blocker_dn=new_dn)
+        return None
 
     def _delete(self, connection, dn: str) -> None:
         try:
@@ -135,13 +177,12 @@ class LdapContactWriter:
         """Create the missing OUs between the central base DN and a forest's contact OU."""
         if container_dn in self._known_containers:
             return
-        base_depth = len(parse_dn(self._central.base_dn))
-        components = parse_dn(container_dn)
-        for depth in range(len(components) - base_depth - 1, -1, -1):
-            name = components[depth][0]
-            if name.lower() != "ou":
+        base_depth = len(canonical(self._central.base_dn))
+        parts = [part.strip() for part in _rdns_as_written(container_dn)]
+        for depth in range(len(parts) - base_depth - 1, -1, -1):
+            if rdn_values(parts[depth])[0][0] != "ou":
                 continue  # other containers are the directory owner's to create
-            dn = ",".join(f"{n}={v}" for n, v, _ in components[depth:])
+            dn = ",".join(parts[depth:])
             try:
                 connection.add(dn, ["top", "organizationalUnit"])
             except ldap_errors.LDAPEntryAlreadyExistsResult:
@@ -150,23 +191,22 @@ class LdapContactWriter:
         self._known_containers.add(container_dn)
 
 
-def _attribute_changes(current_raw: dict, state: ContactState) -> dict[str, list]:
-    current = {name.lower(): [v.decode("utf-8", errors="replace") for v in values] for name, values in current_raw.items()}
-    changes: dict[str, list] = {}
-    for name in state.managed_attributes:
-        desired = list(state.attributes.get(name, ()))
-        present = current.get(name.lower(), [])
-        if sorted(desired) == sorted(present):
-            continue
-        changes[name] = [(MODIFY_REPLACE, desired)] if desired else [(MODIFY_DELETE, [])]
-    return changes
+def _attributes_read(states: Sequence[ContactState]) -> list[str]:
+    managed = {name.lower(): name for state in states for name in state.managed_attributes}
+    return sorted({*_IDENTITY, *managed.values()})
 
 
-def _split(dn: str) -> tuple[str, str]:
-    components = parse_dn(dn)
-    name, value, _ = components[0]
-    return f"{name}={value}", ",".join(f"{n}={v}" for n, v, _ in components[1:])
+def _modifications(changes: dict[str, tuple[str, ...]]) -> dict[str, list]:
+    return {
+        name: [(MODIFY_REPLACE, list(values))] if values else [(MODIFY_DELETE, [])]
+        for name, values in changes.items()
+    }
 
 
-def _normalized(dn: str) -> list[tuple[str, str]]:
-    return [(name.lower(), value) for name, value, _ in parse_dn(dn)]
+def _rdns_as_written(dn: str) -> list[str]:
+    """The RDNs of a DN as written, leaf first."""
+    rdns = []
+    while dn:
+        rdn, dn = rdn_and_parent(dn)
+        rdns.append(rdn)
+    return rdns
