@@ -37,7 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY, help="the embedded default topology")
     demo.add_argument("--workdir", type=Path, help="keep servers' files here (default: a temporary directory)")
 
+    conflicts = commands.add_parser("conflicts", help="list the open conflicts (join ambiguities, names taken)")
+    conflicts.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    conflicts.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+
+    deletes = commands.add_parser(
+        "deletes", help="list the deletes the breaker holds (--held), or approve or reject them"
+    )
+    deletes.add_argument("verdict", nargs="?", choices=["approve", "reject"], help="without one: list the held deletes")
+    deletes.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    deletes.add_argument("--held", action="store_true", help="list the held deletes (what `deletes` alone does)")
+    deletes.add_argument("--json", action="store_true", help="list as a JSON array instead of a table")
+    deletes.add_argument("--person", action="append", default=[], metavar="ID",
+                         help="approve or reject only this person's held delete (repeatable; default: every held one)")
+
     args = parser.parse_args(argv)
+    if args.command == "deletes" and args.verdict and (args.held or args.json):
+        deletes.error(f"--held and --json list the held deletes; they do not go with {args.verdict}")
+    if args.command == "deletes" and not args.verdict and args.person:
+        deletes.error("--person goes with approve or reject")
     try:
         topology = load_topology(args.topology)
     except TopologyError as exc:
@@ -50,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "import":
         return _full_import(topology, args.forest, allow_mass_delete=args.allow_mass_delete)
+    if args.command in ("conflicts", "deletes"):
+        return asyncio.run(_operation(topology, args))
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -68,6 +88,16 @@ def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_dele
     for summary in asyncio.run(run_full_import(topology, forests, allow_mass_delete=allow_mass_delete)):
         print(f"full import published {summary}")
     return 0
+
+
+async def _operation(topology: Topology, args: argparse.Namespace) -> int:
+    from idsync import operations
+
+    if args.command == "conflicts":
+        return await operations.list_conflicts(topology, json=args.json)
+    if args.verdict is None:
+        return await operations.list_held_deletes(topology, json=args.json)
+    return await operations.decide_held_deletes(topology, approve=args.verdict == "approve", persons=args.person)
 
 
 if __name__ == "__main__":
