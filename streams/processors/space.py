@@ -25,6 +25,7 @@ from streams.metaverse_events import (
 )
 from streams.processors.stages import EngineContext, partition_key
 from streams.rules.connector_space import (
+    JoinPolicy,
     Message,
     SpaceEntry,
     after_change,
@@ -130,7 +131,7 @@ class SpaceStage:
         entry, messages = after_change(entry, self._s.join)
         self._c.space[key] = entry.to_bytes()
         await self._send_all(messages)
-        if entry.link.conflicting and not joinable(entry.object):
+        if entry.link.conflicting and not joinable(entry.object, self._s.join):
             await self._c.report_conflict(
                 f"join:{entry.object.key}", "join-ambiguous", f"{entry.object.dn!r} left the metaverse",
                 (entry.object.key,), open=False,
@@ -183,7 +184,7 @@ class SpaceStage:
         waiting = self._unjoined.get(partition)
         if waiting is None:
             waiting = self._unjoined[partition] = self._unjoined_central(partition)
-        if key is not None and entry is not None and not _waits(entry, self._s.central_forest):
+        if key is not None and entry is not None and not _waits(entry, self._s.join):
             waiting.discard(key)
         if waiting:
             return
@@ -198,11 +199,12 @@ class SpaceStage:
         for key, value in list(self._c.space.items()):
             if key.startswith(b"__") or self._c.partition_of(key) != partition:
                 continue
-            if _waits(SpaceEntry.from_bytes(value), self._s.central_forest):
+            if _waits(SpaceEntry.from_bytes(value), self._s.join):
                 waiting.add(key)
         return waiting
 
 
-def _waits(entry: SpaceEntry, central_forest: str) -> bool:
+def _waits(entry: SpaceEntry, policy: JoinPolicy) -> bool:
     """A central object the barrier waits for: one that joins and is not joined yet."""
-    return entry.object.forest == central_forest and joinable(entry.object) and entry.link.person is None
+    obj = entry.object
+    return obj.forest == policy.central_forest and joinable(obj, policy) and entry.link.person is None

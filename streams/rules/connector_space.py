@@ -87,8 +87,15 @@ def managed_for(obj: SourceObject, policy: JoinPolicy) -> str | None:
     return values[0] if values else None
 
 
-def joinable(obj: SourceObject) -> bool:
-    return not obj.deleted and not obj.created_by_idsync and obj.kind in JOINABLE_KINDS
+def joinable(obj: SourceObject, policy: JoinPolicy) -> bool:
+    """An object that belongs to a person. What a writer account created in a user forest is
+    idsync's own output read back (never a person: that would loop). In the central forest
+    idsync's output carries its anchor (managed_for), so a central entry the writer account made
+    without one is a person's entry like any other: small sites write contacts by hand with the
+    same administrator account that idsync binds as, and those must be adopted."""
+    if obj.deleted or obj.kind not in JOINABLE_KINDS:
+        return False
+    return obj.forest == policy.central_forest or not obj.created_by_idsync
 
 
 def connector_of(obj: SourceObject, policy: JoinPolicy, managed: str | None) -> Connector:
@@ -104,7 +111,7 @@ def after_change(entry: SpaceEntry, policy: JoinPolicy) -> tuple[SpaceEntry, lis
     harmless, so a re-delivered change may call this again for whatever a crash lost."""
     obj, link = entry.object, entry.link
     managed = managed_for(obj, policy)
-    if managed is None and not joinable(obj):
+    if managed is None and not joinable(obj, policy):
         if link.person is None:
             return entry, []
         return entry, [_left(obj, link.person)]

@@ -1,7 +1,8 @@
 """Attribute templates: how one contact attribute is built from a source user's attributes.
 
-``"SMTP:{mail}"`` is the literal ``SMTP:`` followed by the user's ``mail``; ``{{`` and ``}}``
-are literal braces. Templates are parsed once, when the topology loads, so a typo fails the
+``"SMTP:{mail}"`` is the literal ``SMTP:`` followed by the user's ``mail``; ``{sn|cn}`` is the
+first of ``sn`` and ``cn`` that has a value (a group has no surname, and a contact class that
+requires one would refuse it); ``{{`` and ``}}`` are literal braces. Templates are parsed once, when the topology loads, so a typo fails the
 start-up instead of silently producing wrong contacts later.
 """
 
@@ -27,6 +28,12 @@ class TemplateError(ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Placeholder:
     name: str
+    # Attributes tried in turn after `name` when it has no value: "{sn|cn}".
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.fallbacks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,12 +50,14 @@ class Template:
         for token in _TOKEN.finditer(text):
             name = token.group(1)
             if name is not None:
-                if not is_attribute_name(name):
+                names = name.split("|")
+                if not all(is_attribute_name(n) for n in names):
                     raise TemplateError(
                         f"bad placeholder {token.group()!r} at position {token.start()}: a placeholder "
-                        "names a source attribute (a letter, then letters, digits or hyphens)"
+                        "names a source attribute (a letter, then letters, digits or hyphens), or "
+                        "several separated by '|', the first with a value winning"
                     )
-                parts.append(Placeholder(name=name))
+                parts.append(Placeholder(name=names[0], fallbacks=tuple(names[1:])))
                 continue
             literal = token.group()
             if literal in ("{", "}"):
@@ -66,7 +75,7 @@ class Template:
     @property
     def placeholders(self) -> tuple[str, ...]:
         """Source attribute names used, in order of first use, without repeats."""
-        return tuple(dict.fromkeys(part.name for part in self.parts if isinstance(part, Placeholder)))
+        return tuple(dict.fromkeys(n for part in self.parts if isinstance(part, Placeholder) for n in part.names))
 
     def render(self, values: Mapping[str, str]) -> str | None:
         """The attribute value, or None when a placeholder's attribute is missing or empty.
@@ -81,7 +90,7 @@ class Template:
             if isinstance(part, str):
                 rendered.append(part)
                 continue
-            value = folded.get(part.name.lower())
+            value = next((v for n in part.names if (v := folded.get(n.lower()))), None)
             if not value:
                 return None
             rendered.append(value)

@@ -13,10 +13,15 @@ from tests.integration.gal import GalDeployment, deploy
 def gal(kafka_broker, directories, unique_name: str, tmp_path: Path, request) -> Iterator[GalDeployment]:
     """A GAL-sync deployment of this test's own; its workers are stopped afterwards.
 
-    `@pytest.mark.streams(setting=value)` on a test overrides its topology's streams settings.
+    `@pytest.mark.streams(setting=value)` on a test overrides its topology's streams settings,
+    `@pytest.mark.metaverse(section=...)` sets its metaverse section.
     """
     marker = request.node.get_closest_marker("streams")
-    deployment = deploy(tmp_path, unique_name, kafka_broker, directories._asdict(), **(marker.kwargs if marker else {}))
+    metaverse = request.node.get_closest_marker("metaverse")
+    deployment = deploy(
+        tmp_path, unique_name, kafka_broker, directories._asdict(),
+        metaverse=metaverse.kwargs if metaverse else None, **(marker.kwargs if marker else {}),
+    )
     try:
         yield deployment
     finally:

@@ -103,6 +103,30 @@ class GalDeployment:
             connection.add(dn, ["top", "person", "organizationalPerson", "inetOrgPerson"], values)
         return dn
 
+    def add_entry(self, forest: str, rdn: str, object_classes: list[str], **attributes) -> str:
+        """Any entry directly below the forest's base (for the central forest: its base OU)."""
+        base = self.central_base if forest == "central" else self.people(forest)
+        dn = f"{rdn},{base}"
+        with self.connection(forest) as connection:
+            connection.add(dn, object_classes, attributes)
+        return dn
+
+    def add_group(self, forest: str, cn: str, **attributes: str) -> str:
+        """A mail-enabled group (groupOfNames needs a member: the forest's base entry stands in)."""
+        values = {"cn": cn, "member": self.people(forest)} | attributes
+        return self.add_entry(forest, f"cn={cn}", ["top", "groupOfNames", "idsyncMailRecipient"], **values)
+
+    def add_contact(self, forest: str, cn: str, ou: str | None = None, **attributes: str) -> str:
+        """A contact entry; in the central forest below `ou` (default: the central base OU)."""
+        values = {"cn": cn, "sn": cn} | attributes
+        if ou is not None:
+            dn = f"cn={ldap3.utils.dn.escape_rdn(cn)},{ou}"
+            with self.connection(forest) as connection:
+                ensure_ou(connection, ou)
+                connection.add(dn, ["top", "person", "organizationalPerson", "contact"], values)
+            return dn
+        return self.add_entry(forest, f"cn={ldap3.utils.dn.escape_rdn(cn)}", ["top", "person", "organizationalPerson", "contact"], **values)
+
     def modify(self, forest: str, dn: str, **replace: str) -> None:
         with self.connection(forest) as connection:
             connection.modify(dn, {name: [(ldap3.MODIFY_REPLACE, [value])] for name, value in replace.items()})
@@ -147,6 +171,7 @@ def write_topology(
     directories: dict[str, SlapdInstance],
     streams: dict,
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
+    metaverse: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`.
 
@@ -192,7 +217,7 @@ def write_topology(
         "contacts": {
             "attributes": {
                 "displayName": "{displayName}",
-                "sn": "{sn}",
+                "sn": "{sn|cn}",
                 "mail": "{mail}",
                 "targetAddress": "SMTP:{mail}",
                 "msRTCSIP-PrimaryUserAddress": "sip:{mail}",
@@ -200,6 +225,8 @@ def write_topology(
             }
         },
     }
+    if metaverse:
+        document["metaverse"] = dict(metaverse)
     path = workdir / "topology.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path, env
@@ -212,11 +239,13 @@ def deploy(
     directories: dict[str, SlapdInstance],
     *,
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
+    metaverse: Mapping[str, object] | None = None,
     **streams: object,
 ) -> GalDeployment:
     """`streams` overrides settings of the topology's streams section for this deployment;
-    `change_capture` those of a forest's change capture, by directory key."""
-    path, env = write_topology(workdir, name, broker, directories, streams, change_capture)
+    `change_capture` those of a forest's change capture, by directory key; `metaverse` is the
+    topology's metaverse section."""
+    path, env = write_topology(workdir, name, broker, directories, streams, change_capture, metaverse)
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
     )

@@ -489,3 +489,13 @@ def test_bad_writer_accounts_are_reported_at_their_key(capture, path, message):
 def test_an_ad_central_forest_has_no_writer_accounts_by_default():
     topology = parse_topology(config(**{"forests.0.change_capture": {"mode": "ad-dirsync"}}))
     assert topology.central.change_capture.writer_accounts == ()
+
+
+def test_a_placeholder_may_name_fallbacks_the_first_with_a_value_wins():
+    template = Template.parse("{sn|cn}")
+    assert template.placeholders == ("sn", "cn")
+    assert template.render({"cn": "Team"}) == "Team"
+    assert template.render({"sn": "Doe", "cn": "Jane"}) == "Doe"
+    assert template.render({}) is None
+    with pytest.raises(TemplateError):
+        Template.parse("{sn|}")
