@@ -143,12 +143,11 @@ class LdapContactWriter:
         self._ensure_container(connection, rdn_and_parent(dn)[1])
         attributes = {name: list(values) for name, values in state.attributes.items()}
         for name, value in rdn_values(dn):
-            # The directory refuses an entry whose name is not among its values (a fallback name).
-            values = next((v for n, v in attributes.items() if n.lower() == name), None)
-            if values is None:
-                attributes[name] = [value]
-            elif value not in values:
-                values.append(value)
+            # The naming attribute holds the name the entry gets (a fallback name too): a directory
+            # refuses a name that is not among its values, and AD's cn has a single value.
+            for given in [n for n in attributes if n.lower() == name]:
+                del attributes[given]
+            attributes[name] = [value]
         attributes[ANCHOR_ATTRIBUTE] = [state.anchor]
         try:
             connection.add(dn, list(state.object_classes), attributes)

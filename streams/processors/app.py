@@ -36,6 +36,8 @@ from streams.processors.stages import EngineContext
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_SECONDS = 30.0
+# Tables, by name: each has a changelog topic <app_id>-<name>-changelog.
+CONNECTOR_SPACE_TABLE = "connector-space"
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -73,7 +75,7 @@ def create_app(topology: Topology) -> faust.App:
         settings=settings,
         send=send,
         partition_of=lambda key: app.producer.key_partition(topics.changes, key).partition,
-        space=table("connector-space"),
+        space=table(CONNECTOR_SPACE_TABLE),
         index=table("join-index"),
         persons=table("persons"),
         breaker=table("delete-breaker"),

@@ -15,7 +15,8 @@ import ldap3
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.processors.app import METAVERSE_TABLE
+from streams.processors.app import CONNECTOR_SPACE_TABLE
+from streams.rules.connector_space import SpaceEntry
 from streams.rules.metaverse import SourceObject
 from tests.integration.gal import FOREST_NAMES, GalDeployment, entries
 from tests.integration.test_gal_sync import wait_until_running
@@ -39,8 +40,8 @@ def write_rounds(gal: GalDeployment, forest: str, writer: int, users: list[str],
 
 
 async def metaverse_objects(gal: GalDeployment, forest: str) -> dict[str, SourceObject]:
-    """The metaverse's living objects of the forest by DN (lower-cased), from its table's changelog."""
-    topic = f"{gal.topology.streams.app_id}-{METAVERSE_TABLE}-changelog"
+    """The connector space's living objects of the forest by DN (lower-cased), from its table's changelog."""
+    topic = f"{gal.topology.streams.app_id}-{CONNECTOR_SPACE_TABLE}-changelog"
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=gal.broker.bootstrap_servers, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -51,7 +52,11 @@ async def metaverse_objects(gal: GalDeployment, forest: str) -> dict[str, Source
                     latest[record.key] = record.value
     finally:
         await consumer.stop()
-    objects = [SourceObject.from_bytes(value) for value in latest.values() if value is not None]
+    objects = [
+        SpaceEntry.from_bytes(value).object
+        for key, value in latest.items()
+        if value is not None and not key.startswith(b"__")  # per-partition bookkeeping, not objects
+    ]
     return {o.dn.lower(): o for o in objects if o.forest == FOREST_NAMES[forest] and not o.deleted}
 
 

@@ -201,3 +201,33 @@ def test_contacts_made_before_the_first_start_are_adopted_not_doubled(gal: GalDe
     assert all(entry.get("idsyncanchor") for entry in central.values())
     assert central[f"cn=ada,{ou}"]["displayname"] == ["Ada"] and central[f"cn=bob,{ou}"]["mail"] == ["bob@corp.test"]
     assert not dead_letters(gal) and not open_conflicts(gal)
+
+
+def test_two_people_with_one_name_in_one_ou_both_get_contacts(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    gal.add_user("forest_a", "john.1", cn="John Smith", displayName="John Smith", mail="john1@corp.test")
+    gal.add_user("forest_a", "john.2", cn="John Smith", displayName="John Smith", mail="john2@corp.test")
+    eventually(lambda: len(contacts_by_mail(gal)) == 3, timeout=SYNC, what="both contacts")
+    gal.wait_until_processed()
+    names = sorted(entry["cn"][0] for entry in gal.contacts("forest_a").values())
+    assert names in (
+        ["John Smith", "John Smith (john1@corp.test)", "before.start"],
+        ["John Smith", "John Smith (john2@corp.test)", "before.start"],
+    )
+    assert not open_conflicts(gal) and not dead_letters(gal)
+
+
+def test_a_name_that_needs_escaping_is_never_renamed_by_an_update(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    hard = 'Smith, Ada + "B" \\ #1'
+    user = gal.add_user("forest_a", "ada.smith", cn=hard, displayName=hard, mail="ada.smith@corp.test")
+    eventually(lambda: contacts_by_mail(gal).get("ada.smith@corp.test"), timeout=SYNC, what="contact")
+    gal.modify("forest_a", user, displayName="Ada Smith")
+    eventually(lambda: (c := contacts_by_mail(gal).get("ada.smith@corp.test")) and c[0]["displayname"] == ["Ada Smith"],
+               timeout=SYNC, what="display name updated")
+    gal.wait_until_processed()
+    with gal.connection("central") as connection:
+        connection.search("cn=accesslog", "(reqType=modrdn)", attributes=["reqDN"])
+        renames = [e for e in connection.response if e.get("type") == "searchResEntry"
+                   and gal.contacts_ou("forest_a").lower() in str(e["attributes"]["reqDN"]).lower()]
+    assert renames == []

@@ -308,3 +308,24 @@ async def test_a_sweep_over_the_mass_delete_guard_is_refused_and_reported():
             refusals.append(result)
     assert refusals and all("would delete" in reason and forest == "a" for reason, forest in refusals)
     assert len(bus.present()) == 6
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+async def test_a_central_contact_made_by_the_writer_account_without_an_anchor_is_adopted(seed):
+    from dataclasses import replace
+
+    bus = Bus(seed)
+    bus.change("a", "u1", ChangeOp.ADD, displayName="Ada", mail="ada@x.org")
+    bus.positions["central"] += 1
+    hand_made = DirectoryChange(
+        forest="central", object_id="c1", op=ChangeOp.ADD, kind=ObjectKind.CONTACT, dn="cn=Old Ada,dc=central",
+        attributes={"mail": ("ada@x.org",)}, position=f"{bus.positions['central']:08d}",
+        changed_at="2026-12-04T00:00:00Z",
+    )
+    hand_made = replace(hand_made, written_by_idsync=True)  # the same administrator account as idsync's
+    key = hand_made.key.encode()
+    bus.queues[("changes", partition_of(key))].append(Record(key, hand_made.to_bytes(), "changes", partition_of(key), 0))
+    bus.caught_up("central")
+    await bus.drain()
+    [contact] = bus.present()
+    assert contact.adopt_dn == "cn=Old Ada,dc=central"
