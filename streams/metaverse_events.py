@@ -133,6 +133,9 @@ class ConnectorState(_Event):
     anchor: str
     position: str
     connector: dict | None
+    # Left through a sweep over the mass-delete guard: a contact delete that follows is held for an
+    # operator whatever the breaker's window says.
+    hold_delete: bool = False
 
     @property
     def joined(self) -> Connector | None:
@@ -142,7 +145,8 @@ class ConnectorState(_Event):
     def from_dict(cls, data: Mapping[str, Any]) -> ConnectorState:
         connector = data.get("connector")
         return cls(person=str(data["person"]), anchor=str(data["anchor"]), position=str(data["position"]),
-                   connector=dict(connector) if connector is not None else None)
+                   connector=dict(connector) if connector is not None else None,
+                   hold_delete=data.get("hold_delete") is True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,11 +169,13 @@ class DeleteRequest(_Event):
     request_id: str
     dn: str | None
     requested_at: str
+    # Held whatever the window says (a sweep over the mass-delete guard).
+    hold: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeleteRequest:
         return cls(person=str(data["person"]), request_id=str(data["request_id"]), dn=data.get("dn"),
-                   requested_at=str(data["requested_at"]))
+                   requested_at=str(data["requested_at"]), hold=data.get("hold") is True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,9 @@ _BREAKER = b"__breaker__"
 _HELD_PREFIX = b"held/"
 # Person.exported holds the fingerprint of the last present state sent, or one of these.
 ABSENT, REJECTED, PENDING = "absent", "delete-rejected", "delete-pending:"
+# Ends the id of a request that must be held whatever the window (kept in the id, so a request
+# sent again after a crash is held again).
+HELD_SUFFIX = "#hold"
 
 
 class PersonStage:
@@ -62,11 +65,11 @@ class PersonStage:
             return
         await self._report_duplicates(person, updated)
         drifted = self._drifted(updated, before, joined)
-        await self._export(updated, partition, force=drifted)
+        await self._export(updated, partition, force=drifted, hold=event.hold_delete)
 
     # --- export ----------------------------------------------------------------------------
 
-    async def _export(self, person: Person, partition: int, *, force: bool = False) -> None:
+    async def _export(self, person: Person, partition: int, *, force: bool = False, hold: bool = False) -> None:
         key = person.person_id.encode()
         if not self._ready(partition):
             self._c.persons[key] = person.to_bytes()
@@ -79,10 +82,12 @@ class PersonStage:
                 person = _exported(person, fingerprint)
         elif _wants_delete(person.exported, resend=force):
             pending = person.exported.startswith(PENDING)
-            request_id = person.exported[len(PENDING):] if pending else f"{person.person_id}@{self._c.clock():.6f}"
+            request_id = person.exported[len(PENDING):] if pending else (
+                f"{person.person_id}@{self._c.clock():.6f}" + (HELD_SUFFIX if hold else "")
+            )
             request = DeleteRequest(
-                person=person.person_id, request_id=request_id,
-                dn=self._managed_dn(person), requested_at=_now(self._c.clock()),
+                person=person.person_id, request_id=request_id, dn=self._managed_dn(person),
+                requested_at=_now(self._c.clock()), hold=request_id.endswith(HELD_SUFFIX),
             )
             await self._c.send(self._s.topics.deletes, key, request.to_bytes(), partition=0)
             person = _exported(person, PENDING + request.request_id)
@@ -173,7 +178,8 @@ class BreakerStage:
             held_key = _HELD_PREFIX + event.person.encode()
             if held_key in self._c.breaker:
                 return  # held already (a re-delivery)
-            state, allowed = admit(state, self._c.clock(), limit=self._s.delete_limit, window_seconds=self._s.delete_window_seconds)
+            state, allowed = admit(state, self._c.clock(), limit=self._s.delete_limit,
+                                   window_seconds=self._s.delete_window_seconds, hold=event.hold)
             self._c.breaker[_BREAKER] = orjson.dumps(state.to_dict())
             if allowed:
                 await self._answer(event, approved=True)

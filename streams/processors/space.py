@@ -127,8 +127,8 @@ class SpaceStage:
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _follow(self, key: bytes, entry: SpaceEntry, partition: int) -> None:
-        entry, messages = after_change(entry, self._s.join)
+    async def _follow(self, key: bytes, entry: SpaceEntry, partition: int, *, hold_delete: bool = False) -> None:
+        entry, messages = after_change(entry, self._s.join, hold_delete=hold_delete)
         self._c.space[key] = entry.to_bytes()
         await self._send_all(messages)
         if entry.link.conflicting and not joinable(entry.object, self._s.join):
@@ -158,15 +158,18 @@ class SpaceStage:
         candidates = sweep_candidates(objects, marker)
         refusal = sweep_refusal(len(candidates), live, max_fraction=self._s.sweep_max_fraction,
                                 always_allowed=self._s.sweep_always_allowed)
-        if refusal and not marker.allow_mass_delete:
-            log.error("snapshot sweep refused forest=%s snapshot=%s partition=%d reason=%s",
-                      marker.forest, marker.snapshot_id, partition, refusal)
-            return refusal
+        # Over the guard, the objects go from the metaverse (they are gone from the snapshot) but
+        # the contact deletes that follow are held by the delete breaker for an operator
+        # (`idsync deletes approve|reject`), like any burst of deletes.
+        guarded = bool(refusal) and not marker.allow_mass_delete
+        if guarded:
+            log.warning("snapshot sweep over the mass-delete guard, its contact deletes are held "
+                        "forest=%s snapshot=%s partition=%d reason=%s", marker.forest, marker.snapshot_id, partition, refusal)
         for obj in candidates:
             key = obj.key.encode()
-            await self._follow(key, SpaceEntry(object=tombstone(obj), link=entries[key].link), partition)
-        log.info("snapshot swept forest=%s snapshot=%s partition=%d deleted=%d live=%d",
-                 marker.forest, marker.snapshot_id, partition, len(candidates), live)
+            await self._follow(key, SpaceEntry(object=tombstone(obj), link=entries[key].link), partition, hold_delete=guarded)
+        log.info("snapshot swept forest=%s snapshot=%s partition=%d deleted=%d live=%d held=%s",
+                 marker.forest, marker.snapshot_id, partition, len(candidates), live, guarded)
         return None
 
     async def _central_state_read(self, partition: int) -> None:

@@ -28,11 +28,14 @@ class BreakerState:
         return cls(passed_at=tuple(float(t) for t in data.get("passed_at", ())), held=int(data.get("held", 0)))
 
 
-def admit(state: BreakerState, now: float, *, limit: int, window_seconds: float) -> tuple[BreakerState, bool]:
+def admit(
+    state: BreakerState, now: float, *, limit: int, window_seconds: float, hold: bool = False
+) -> tuple[BreakerState, bool]:
     """Whether one more delete may pass now. Once one is held, the later ones are held too
-    (until the operator released them all), so a burst is judged as a whole."""
+    (until the operator released them all), so a burst is judged as a whole. `hold`: held
+    whatever the window (a sweep over the mass-delete guard)."""
     recent = tuple(t for t in state.passed_at if t > now - window_seconds)
-    if state.held or len(recent) >= limit:
+    if hold or state.held or len(recent) >= limit:
         return replace(state, passed_at=recent, held=state.held + 1), False
     return replace(state, passed_at=recent + (now,)), True
 

@@ -106,15 +106,16 @@ def connector_of(obj: SourceObject, policy: JoinPolicy, managed: str | None) -> 
     )
 
 
-def after_change(entry: SpaceEntry, policy: JoinPolicy) -> tuple[SpaceEntry, list[Message]]:
+def after_change(entry: SpaceEntry, policy: JoinPolicy, *, hold_delete: bool = False) -> tuple[SpaceEntry, list[Message]]:
     """What the object's current state means for its person. Sending the same messages twice is
-    harmless, so a re-delivered change may call this again for whatever a crash lost."""
+    harmless, so a re-delivered change may call this again for whatever a crash lost.
+    `hold_delete`: the object left in a sweep over the mass-delete guard."""
     obj, link = entry.object, entry.link
     managed = managed_for(obj, policy)
     if managed is None and not joinable(obj, policy):
         if link.person is None:
             return entry, []
-        return entry, [_left(obj, link.person)]
+        return entry, [_left(obj, link.person, hold_delete)]
     messages: list[Message] = []
     if managed is not None:
         if link.person not in (None, managed):
@@ -173,5 +174,5 @@ def _probe(obj: SourceObject, link: Linkage, policy: JoinPolicy) -> tuple[Linkag
                   for key in missing]
 
 
-def _left(obj: SourceObject, person: str) -> ConnectorState:
-    return ConnectorState(person=person, anchor=obj.key, position=obj.position, connector=None)
+def _left(obj: SourceObject, person: str, hold_delete: bool = False) -> ConnectorState:
+    return ConnectorState(person=person, anchor=obj.key, position=obj.position, connector=None, hold_delete=hold_delete)

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 from tests.integration.gal import GalDeployment, eventually
-from tests.integration.test_gal_sync import SYNC_DEADLINE, contact_named, read_all, wait_until_running
+from tests.integration.test_gal_sync import SYNC_DEADLINE, contact_named, wait_until_running
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +55,22 @@ def test_full_import_sweeps_objects_deleted_unseen(gal: GalDeployment) -> None:
 
 
 @pytest.mark.streams(sweep_max_fraction=0.1, sweep_always_allowed=0)
-def test_mass_delete_guard_refuses_a_large_sweep_until_allowed(gal: GalDeployment) -> None:
+def test_a_sweep_over_the_mass_delete_guard_holds_its_deletes_until_approved(gal: GalDeployment) -> None:
     wait_until_running(gal)
     ghosts = [ghost(gal, f"old{i}") for i in range(5)]
     asyncio.run(produce_changes(gal, ghosts))
     eventually(lambda: len(gal.contacts("forest_a")) == 6, timeout=SYNC_DEADLINE, what="ghost contacts")
 
     gal.idsync("import", "--full", "--forest", "forest-a")
-    letters = asyncio.run(read_all(gal.broker.bootstrap_servers, gal.topology.kafka.topics.errors, at_least=1))
-    assert any("would delete" in headers["idsync.errors.reason"] for headers, _ in letters)
+    eventually(lambda: "5 held deletes" in gal.idsync("deletes", "--held"), timeout=SYNC_DEADLINE, what="held deletes")
     gal.wait_until_processed()
     assert len(gal.contacts("forest_a")) == 6
+    assert "approved all 5 held deletes" in gal.idsync("deletes", "approve")
+    eventually(lambda: len(gal.contacts("forest_a")) == 1, timeout=SYNC_DEADLINE, what="approved sweep")
 
+    # Allowed by the operator up front, a sweep over the guard deletes at once.
+    asyncio.run(produce_changes(gal, [ghost(gal, f"older{i}") for i in range(5)]))
+    eventually(lambda: len(gal.contacts("forest_a")) == 6, timeout=SYNC_DEADLINE, what="more ghost contacts")
     gal.idsync("import", "--full", "--forest", "forest-a", "--allow-mass-delete")
     eventually(lambda: len(gal.contacts("forest_a")) == 1, timeout=SYNC_DEADLINE, what="allowed sweep")
+    assert "no held deletes" in gal.idsync("deletes", "--held")

@@ -102,7 +102,8 @@ def test_json_is_an_array_of_the_events_fields():
         "parties": ["forest-a/1", "forest-a/2"], "at": "2026-12-01T10:00:00+00:00",
     }]
     assert json.loads(as_json([request("p1")])) == [
-        {"person": "p1", "request_id": "r-p1", "dn": "cn=p1,ou=c,dc=x", "requested_at": "2026-12-01T10:00:00+00:00"}
+        {"person": "p1", "request_id": "r-p1", "dn": "cn=p1,ou=c,dc=x", "requested_at": "2026-12-01T10:00:00+00:00",
+         "hold": False}
     ]
     assert json.loads(as_json([])) == []
 
