@@ -335,3 +335,26 @@ async def test_a_central_contact_made_by_the_writer_account_without_an_anchor_is
     await bus.drain()
     [contact] = bus.present()
     assert contact.adopt_dn == "cn=Old Ada,dc=central"
+
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+async def test_an_object_whose_values_belong_to_two_persons_is_a_conflict_until_its_values_change(seed):
+    from dataclasses import replace
+
+    bus = Bus(seed)
+    rules = (JoinRule(attribute="mail", space="email"), JoinRule(attribute="employeeID", space="employee"))
+    bus.context.settings = replace(bus.context.settings, join=replace(bus.context.settings.join, rules=rules))
+    bus.engine = MetaverseEngine(bus.context)
+    bus.caught_up("central")
+    bus.change("b", "z", ChangeOp.ADD, displayName="Zed", mail="m1@x.org")
+    bus.change("b", "w", ChangeOp.ADD, displayName="Wu", mail="wu@x.org", employeeID="E1")
+    await bus.drain()
+    bus.change("a", "x", ChangeOp.ADD, displayName="Ex", mail="M1@x.org", employeeID="e1")
+    await bus.drain()
+    [conflict] = bus.open_conflicts().values()
+    assert conflict.kind == "join-ambiguous" and conflict.parties[0] == "a/x"
+    # x stays with the person of its first rule's value: one contact for m1, one for Wu.
+    assert sorted(c.attributes["mail"][0] for c in bus.present()) == ["M1@x.org", "wu@x.org"]
+    bus.change("a", "x", ChangeOp.ADD, displayName="Ex", mail="M1@x.org", employeeID="e2")
+    await bus.drain()
+    assert bus.open_conflicts() == {}
