@@ -7,13 +7,16 @@
 | ``<app_id>-person-changes`` | person id | connector-state, central-barrier, delete-decision |
 | ``<app_id>-delete-requests`` | person id, always partition 0 | delete-request, delete-verdict |
 
-Each is an orjson object with ``schema`` and ``version`` like every idsync event.
+Each is an orjson object with ``schema`` and ``version`` like every idsync event. Fields added
+later with a default keep version 1: a decoder defaults what it misses and ignores what it does
+not know, so old and new builds read each other's events.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+import functools
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Callable, Mapping
 
 from streams.events import EventDecodeError, check_schema, encode, parse
 from streams.rules.join import Claim
@@ -31,10 +34,49 @@ class _Event:
     def from_bytes(cls, raw: bytes | None):
         data = parse(raw)
         check_schema(data, cls)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """The event from its fields, each converted by the type it is declared with."""
+        values = {}
         try:
-            return cls.from_dict(data)
+            for name, convert, required in _decoders(cls):
+                if name in data:
+                    values[name] = convert(data[name])
+                elif required:
+                    raise KeyError(name)
+            return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _strict_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+# Annotations are text (from __future__ import annotations): the ones these events use.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": str,
+    "int": int,
+    "bool": _strict_bool,
+    "str | None": _optional(str),
+    "dict | None": _optional(dict),
+    "tuple[str, ...]": lambda value: tuple(str(v) for v in value),
+}
+
+
+@functools.cache
+def _decoders(kind: type) -> tuple[tuple[str, Callable[[Any], Any], bool], ...]:
+    return tuple(
+        (f.name, _CONVERTERS[f.type], f.default is MISSING and f.default_factory is MISSING) for f in fields(kind)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,10 +94,6 @@ class JoinClaim(_Event):
     @classmethod
     def of(cls, claim: Claim) -> JoinClaim:
         return cls(anchor=claim.anchor, claim_id=claim.claim_id, keys=claim.keys, step=claim.step)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JoinClaim:
-        return cls.of(Claim.from_dict(data))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,10 +116,6 @@ class JoinResolve(_Event):
     def of(cls, key: str, claim: Claim, person: str) -> JoinResolve:
         return cls(key=key, anchor=claim.anchor, claim_id=claim.claim_id, keys=claim.keys, step=claim.step, person=person)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JoinResolve:
-        return cls.of(str(data["key"]), Claim.from_dict(data), str(data["person"]))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JoinProbe(_Event):
@@ -93,10 +127,6 @@ class JoinProbe(_Event):
     probe_id: str
     person: str
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JoinProbe:
-        return cls(key=str(data["key"]), anchor=str(data["anchor"]), probe_id=str(data["probe_id"]), person=str(data["person"]))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JoinLink(_Event):
@@ -104,10 +134,6 @@ class JoinLink(_Event):
     anchor: str
     claim_id: str
     person: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JoinLink:
-        return cls(anchor=str(data["anchor"]), claim_id=str(data["claim_id"]), person=str(data["person"]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,10 +144,6 @@ class ProbeAnswer(_Event):
     key: str
     # The key's person, or None while another object's claim holds it.
     owner: str | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ProbeAnswer:
-        return cls(anchor=str(data["anchor"]), probe_id=str(data["probe_id"]), key=str(data["key"]), owner=data.get("owner"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,13 +163,6 @@ class ConnectorState(_Event):
     def joined(self) -> Connector | None:
         return Connector.from_dict(self.connector) if self.connector is not None else None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ConnectorState:
-        connector = data.get("connector")
-        return cls(person=str(data["person"]), anchor=str(data["anchor"]), position=str(data["position"]),
-                   connector=dict(connector) if connector is not None else None,
-                   hold_delete=data.get("hold_delete") is True)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CentralBarrier(_Event):
@@ -156,10 +171,6 @@ class CentralBarrier(_Event):
 
     SCHEMA = "idsync.central-barrier"
     from_partition: int
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CentralBarrier:
-        return cls(from_partition=int(data["from_partition"]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,11 +183,6 @@ class DeleteRequest(_Event):
     # Held whatever the window says (a sweep over the mass-delete guard).
     hold: bool = False
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeleteRequest:
-        return cls(person=str(data["person"]), request_id=str(data["request_id"]), dn=data.get("dn"),
-                   requested_at=str(data["requested_at"]), hold=data.get("hold") is True)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteVerdict(_Event):
@@ -185,10 +191,6 @@ class DeleteVerdict(_Event):
     SCHEMA = "idsync.delete-verdict"
     approve: bool
     persons: tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeleteVerdict:
-        return cls(approve=bool(data["approve"]), persons=tuple(str(p) for p in data.get("persons", ())))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,29 +201,6 @@ class DeleteDecision(_Event):
     person: str
     request_id: str
     approved: bool
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeleteDecision:
-        return cls(person=str(data["person"]), request_id=str(data["request_id"]), approved=bool(data["approved"]))
-
-
-_KINDS = {kind.SCHEMA: kind for kind in (
-    JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier,
-    DeleteRequest, DeleteVerdict, DeleteDecision,
-)}
-
-
-def decode_engine_event(raw: bytes | None):
-    """Any event of the engine's internal topics; EventDecodeError says why not."""
-    data = parse(raw)
-    kind = _KINDS.get(data.get("schema"))
-    if kind is None:
-        raise EventDecodeError(f"unknown schema {data.get('schema')!r} on an engine topic")
-    check_schema(data, kind)
-    try:
-        return kind.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EventDecodeError(f"{kind.SCHEMA}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,7 +216,18 @@ class Conflict(_Event):
     parties: tuple[str, ...]
     at: str
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Conflict:
-        return cls(conflict_id=str(data["conflict_id"]), kind=str(data["kind"]), open=bool(data["open"]),
-                   reason=str(data["reason"]), parties=tuple(str(p) for p in data["parties"]), at=str(data["at"]))
+
+_KINDS = {kind.SCHEMA: kind for kind in (
+    JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier,
+    DeleteRequest, DeleteVerdict, DeleteDecision,
+)}
+
+
+def decode_engine_event(raw: bytes | None):
+    """Any event of the engine's internal topics; EventDecodeError says why not."""
+    data = parse(raw)
+    kind = _KINDS.get(data.get("schema"))
+    if kind is None:
+        raise EventDecodeError(f"unknown schema {data.get('schema')!r} on an engine topic")
+    check_schema(data, kind)
+    return kind.from_dict(data)
