@@ -5,7 +5,7 @@
 | ``<app_id>-join-claims`` | join key (``email:ada@x.org``) | join-claim, join-resolve, join-probe |
 | ``<app_id>-links`` | source anchor (``forest/object_id``) | join-link, join-probe-answer |
 | ``<app_id>-person-changes`` | person id | connector-state, central-barrier, delete-decision |
-| ``<app_id>-delete-requests`` | person id, always partition 0 | delete-request, delete-verdict |
+| ``<app_id>-delete-requests`` | person id, always partition 0 | delete-request, delete-withdrawn, delete-verdict |
 
 Each is an orjson object with ``schema`` and ``version`` like every idsync event. Fields added
 later with a default keep version 1: a decoder defaults what it misses and ignores what it does
@@ -185,6 +185,15 @@ class DeleteRequest(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteWithdrawn(_Event):
+    """The person wants a contact again: a delete it asked for, if still held, is dropped."""
+
+    SCHEMA = "idsync.delete-withdrawn"
+    person: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteVerdict(_Event):
     """An operator's decision on held deletes (`persons` empty: every held one)."""
 
@@ -219,7 +228,7 @@ class Conflict(_Event):
 
 _KINDS = {kind.SCHEMA: kind for kind in (
     JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier,
-    DeleteRequest, DeleteVerdict, DeleteDecision,
+    DeleteRequest, DeleteWithdrawn, DeleteVerdict, DeleteDecision,
 )}
 
 

@@ -16,6 +16,7 @@ from streams.metaverse_events import (
     DeleteDecision,
     DeleteRequest,
     DeleteVerdict,
+    DeleteWithdrawn,
     JoinClaim,
     JoinLink,
     JoinProbe,
@@ -83,5 +84,5 @@ _EXPECTED = {
     "joins": (JoinClaim, JoinResolve, JoinProbe),
     "links": (JoinLink, ProbeAnswer),
     "persons": (ConnectorState, CentralBarrier, DeleteDecision),
-    "deletes": (DeleteRequest, DeleteVerdict),
+    "deletes": (DeleteRequest, DeleteWithdrawn, DeleteVerdict),
 }

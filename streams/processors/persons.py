@@ -21,7 +21,14 @@ from datetime import datetime, timezone
 import orjson
 
 from streams.events import ContactState
-from streams.metaverse_events import CentralBarrier, ConnectorState, DeleteDecision, DeleteRequest, DeleteVerdict
+from streams.metaverse_events import (
+    CentralBarrier,
+    ConnectorState,
+    DeleteDecision,
+    DeleteRequest,
+    DeleteVerdict,
+    DeleteWithdrawn,
+)
 from streams.processors.stages import EngineContext, partition_key
 from streams.rules.breaker import BreakerState, admit, decided
 from streams.rules.dn import DnError, same_dn
@@ -76,6 +83,10 @@ class PersonStage:
             return
         desired = desired_contact(person, self._s.gal)
         if desired.present:
+            if person.exported.startswith(PENDING):
+                # Wanted again before the breaker let its delete through: a held one is dropped.
+                withdrawn = DeleteWithdrawn(person=person.person_id, request_id=person.exported[len(PENDING):])
+                await self._c.send(self._s.topics.deletes, key, withdrawn.to_bytes(), partition=0)
             fingerprint = hashlib.sha256(desired.to_bytes()).hexdigest()[:16]
             if force or person.exported != fingerprint:
                 await self._c.send(self._s.topics.contacts, key, desired.to_bytes())
@@ -171,9 +182,18 @@ class BreakerStage:
         self._c = context
         self._s = context.settings
 
-    async def on_delete_event(self, event: DeleteRequest | DeleteVerdict) -> None:
+    async def on_delete_event(self, event: DeleteRequest | DeleteWithdrawn | DeleteVerdict) -> None:
         raw = self._c.breaker.get(_BREAKER)
         state = BreakerState.from_dict(orjson.loads(raw)) if raw is not None else BreakerState()
+        if isinstance(event, DeleteWithdrawn):
+            held_key = _HELD_PREFIX + event.person.encode()
+            held = self._c.breaker.get(held_key)
+            if held is not None and DeleteRequest.from_bytes(held).request_id == event.request_id:
+                del self._c.breaker[held_key]
+                await self._c.send(self._s.topics.held_deletes, event.person.encode(), None)
+                self._c.breaker[_BREAKER] = orjson.dumps(decided(state, 1).to_dict())
+                log.info("held delete withdrawn, the person wants a contact again person=%s", event.person)
+            return
         if isinstance(event, DeleteRequest):
             held_key = _HELD_PREFIX + event.person.encode()
             if held_key in self._c.breaker:

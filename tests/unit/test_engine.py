@@ -358,3 +358,27 @@ async def test_an_object_whose_values_belong_to_two_persons_is_a_conflict_until_
     bus.change("a", "x", ChangeOp.ADD, displayName="Ex", mail="M1@x.org", employeeID="e2")
     await bus.drain()
     assert bus.open_conflicts() == {}
+
+
+async def test_a_held_delete_is_withdrawn_when_its_person_wants_a_contact_again():
+    bus = Bus(5, delete_limit=1)
+    bus.caught_up("central")
+    for n in range(3):
+        bus.change("a", f"u{n}", ChangeOp.ADD, displayName=f"User {n}", mail=f"u{n}@x.org")
+    await bus.drain()
+    for n in range(3):
+        bus.change("a", f"u{n}", ChangeOp.DELETE)
+    await bus.drain()
+    held = {k for k, v in dict(bus.out["held"]).items() if v is not None}
+    assert len(held) == 2 and len(bus.present()) == 2
+    bus.change("b", "v0", ChangeOp.ADD, displayName="User 0", mail="u0@x.org")
+    bus.change("b", "v1", ChangeOp.ADD, displayName="User 1", mail="u1@x.org")
+    bus.change("b", "v2", ChangeOp.ADD, displayName="User 2", mail="u2@x.org")
+    await bus.drain()
+    assert {k for k, v in dict(bus.out["held"]).items() if v is not None} == set()
+    assert len(bus.present()) == 3
+    # Nothing held any more: once the window moved on, a delete passes again.
+    bus.now += 61
+    bus.change("b", "v0", ChangeOp.DELETE)
+    await bus.drain()
+    assert len(bus.present()) == 2
