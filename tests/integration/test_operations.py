@@ -163,8 +163,8 @@ def test_held_deletes_are_listed_approved_and_rejected(topology_file: Path, caps
     code, out, _ = idsync(capsys, "deletes", "--json", "--topology", file)
     assert code == 0
     assert json.loads(out) == [
-        {"person": "p1", "request_id": "r-p1", "dn": "cn=p1,ou=forest-a,dc=central", "requested_at": "2026-12-01T10:01:00+00:00"},
-        {"person": "p3", "request_id": "r-p3", "dn": "cn=p3,ou=forest-a,dc=central", "requested_at": "2026-12-01T10:03:00+00:00"},
+        {"person": "p1", "request_id": "r-p1", "dn": "cn=p1,ou=forest-a,dc=central", "requested_at": "2026-12-01T10:01:00+00:00", "hold": False},
+        {"person": "p3", "request_id": "r-p3", "dn": "cn=p3,ou=forest-a,dc=central", "requested_at": "2026-12-01T10:03:00+00:00", "hold": False},
     ]
 
     assert idsync(capsys, "deletes", "reject", "--person", "p3", "--topology", file) == (0, "rejected 1 held delete: p3\n", "")
