@@ -1,8 +1,9 @@
 """`idsync demo`: the embedded default, end to end on this machine.
 
 Starts the Kafka broker and the OpenLDAP forests that topology.yaml describes, loads sample
-users into the user forests, runs the worker, and shows the contacts it creates, updates
-and deletes in the central forest.  Everything it started is stopped before it returns.
+users into the user forests (one person in both) and an old hand-made contact into the central
+forest, runs the worker, and shows the contacts it creates, adopts, updates and deletes in the
+central forest.  Everything it started is stopped before it returns.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ldap3
 
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
-from idsync.sample_data import SAMPLE_USERS, add_user, ensure_ou
+from idsync.sample_data import HAND_MADE_CONTACT, SAMPLE_USERS, add_user, ensure_ou, persons
 from streams.config.topology import Topology
 from streams.events import ANCHOR_ATTRIBUTE
 
@@ -52,27 +53,32 @@ def run_demo(topology: Topology, *, workdir: Path | None = None, timeout: float 
             forests[forest.name] = instance.start()
 
         created = _load_samples(topology, forests)
+        central = forests[topology.central.name]
+        hand_made = _add_hand_made_contact(topology, central)
         worker = WorkerProcess(topology.source, log_path=root / "worker.log", env=env)
         servers.callback(worker.stop)
         worker.start()
 
-        central = forests[topology.central.name]
-        contacts = _wait_for(central, topology, lambda found: len(found) == len(created), worker, timeout)
-        _print_contacts("Contacts created in the central forest", contacts)
+        people = persons(SAMPLE_USERS)
+        contacts = _wait_for(central, topology, lambda found: len(found) == people, worker, timeout)
+        _print_contacts(f"{len(created)} users, {people} people: contacts in the central forest", contacts)
+        if _contact_count(central, topology) != people:
+            raise DemoError(f"the hand-made contact {hand_made} was doubled instead of adopted")
+        print(f"\nThe hand-made {hand_made} was adopted (renamed, its anchor added), not doubled.")
 
         renamed_dn, renamed_name = _rename_first_user(forests, created)
         deleted_dn = _delete_last_user(forests, created)
         contacts = _wait_for(
             central,
             topology,
-            lambda found: len(found) == len(created) - 1
+            lambda found: len(found) == people - 1
             and any(_values(e, "displayName") == [renamed_name] for e in found),
             worker,
             timeout,
         )
         print(f"\nChanged displayName of {renamed_dn} to {renamed_name!r}; deleted {deleted_dn}.")
         _print_contacts("Contacts after the update and the delete", contacts)
-        print(f"\nidsync demo: OK ({len(created)} contacts created, 1 updated, 1 deleted)")
+        print(f"\nidsync demo: OK ({people} contacts for {len(created)} users, 1 adopted, 1 updated, 1 deleted)")
         return 0
 
 
@@ -104,6 +110,24 @@ def _load_samples(topology: Topology, forests: dict[str, SlapdInstance]) -> list
                 created.append((forest.name, add_user(connection, people, user)))
                 print(f"added user {created[-1][1]} in {forest.name}")
     return created
+
+
+def _add_hand_made_contact(topology: Topology, central: SlapdInstance) -> str:
+    ou = topology.user_forests[0].contacts_ou
+    dn = f"cn={ldap3.utils.dn.escape_rdn(HAND_MADE_CONTACT['cn'])},{ou}"
+    with central.admin_connection(raise_exceptions=True) as connection:
+        parent = ou.split(",", 1)[1]
+        ensure_ou(connection, parent)
+        ensure_ou(connection, ou)
+        connection.add(dn, ["top", "person", "organizationalPerson", "contact"], HAND_MADE_CONTACT)
+    print(f"added hand-made contact {dn} in {topology.central.name}")
+    return dn
+
+
+def _contact_count(central: SlapdInstance, topology: Topology) -> int:
+    with central.admin_connection() as connection:
+        connection.search(topology.central.base_dn, "(objectClass=contact)", attributes=["1.1"])
+        return sum(1 for e in connection.response if e.get("type") == "searchResEntry")
 
 
 def _rename_first_user(forests: dict[str, SlapdInstance], created: list[tuple[str, str]]) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Sample people for the embedded demo: a few users in each user forest."""
+"""Sample people for the embedded demo: a few users in each user forest (one person in both),
+and a contact made by hand in the central forest before idsync ran."""
 
 from __future__ import annotations
 
@@ -42,9 +43,20 @@ SAMPLE_USERS: dict[str, tuple[SampleUser, ...]] = {
     ),
     "forest-b": (
         SampleUser(uid="edsger.dijkstra", given_name="Edsger", surname="Dijkstra", domain="forest-b.example"),
+        # The same person as forest-a's Ada (same mail): one metaverse person, one contact.
+        SampleUser(uid="ada.lovelace", given_name="Ada", surname="Lovelace", domain="forest-a.example"),
         SampleUser(uid="barbara.liskov", given_name="Barbara", surname="Liskov", domain="forest-b.example"),
     ),
 }
+
+
+# A contact an older GAL sync left in forest-a's contacts OU, under another name: adopted, not doubled.
+HAND_MADE_CONTACT = {"cn": "Grace Hopper (old GAL)", "sn": "Hopper", "mail": "grace.hopper@forest-a.example"}
+
+
+def persons(users: dict[str, tuple[SampleUser, ...]]) -> int:
+    """How many people the users are: one per mail, as the metaverse joins them."""
+    return len({user.attributes()["mail"][0].lower() for forest in users.values() for user in forest})
 
 
 def ensure_ou(connection: ldap3.Connection, dn: str) -> None:
