@@ -25,6 +25,12 @@ class PermanentError(ConnectorError):
     """This record can never be applied as it is: dead-letter it and go on."""
 
 
+class NeedsAttention(PermanentError):
+    """The connection itself is refused for a reason only a person can mend (a certificate that is
+    not trusted, StartTLS refused): no record is at fault, so none is dead-lettered; the
+    connector says so and tries again now and then."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Blocked:
     """A state that cannot be applied now: the name it needs is held by an entry idsync must not

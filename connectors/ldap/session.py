@@ -14,6 +14,7 @@ from ldap3 import NONE, SYNC, Connection, Server
 from ldap3.core import exceptions as ldap_errors
 from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 
+from connectors.ldap.tls import VerifiedTls, refusal, starttls_refused, warn_once
 from connectors.ldap.wire import RawAttributes, decode_response
 from streams.config.topology import Forest
 from streams.contracts import PermanentError, RetriableError
@@ -72,7 +73,8 @@ class LdapSession:
 
     def _open(self) -> Connection:
         connection = open_connection(self.forest, timeout=self._timeout)
-        log.info("ldap connected forest=%s url=%s", self.forest.name, self.forest.url)
+        log.info("ldap connected forest=%s url=%s tls=%s verify=%s", self.forest.name, self.forest.url,
+                 self.forest.encryption, self.forest.tls.verify and self.forest.encryption != "none")
         return connection
 
     def close(self) -> None:
@@ -83,12 +85,15 @@ class LdapSession:
 
 def open_connection(forest: Forest, *, timeout: int) -> Connection:
     """A bound connection to `forest` (ldap3's synchronous strategy) that decodes search entries
-    itself. LDAP failures leave as ldap3's exceptions."""
+    itself, encrypted as the forest says (connectors/ldap/tls.py). LDAP failures leave as
+    ldap3's exceptions; TLS failures as NeedsAttention, before the bind was sent."""
+    warn_once(forest)
     # A new Server each time: ldap3 marks a server that refused a connection unusable for
     # several seconds, which would delay the reconnect after an outage.
     # get_info=NONE: values stay as the server sent them (no schema-driven conversion
     # of booleans or timestamps), which is what change events and diffs compare.
-    server = Server(forest.url, get_info=NONE, connect_timeout=timeout)
+    tls = VerifiedTls(forest)
+    server = Server(forest.url, get_info=NONE, connect_timeout=timeout, tls=tls)
     connection = Connection(
         server,
         user=forest.bind_dn,
@@ -100,11 +105,36 @@ def open_connection(forest: Forest, *, timeout: int) -> Connection:
     )
     decode_entries_fast(connection)
     try:
+        _encrypt(connection, forest, tls)
         connection.bind()
     except BaseException:
         discard(connection)
         raise
     return connection
+
+
+def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
+    """Open the connection and finish its TLS handshake (ldaps:// or StartTLS), or raise."""
+    try:
+        connection.open(read_server_info=False)
+    except ldap_errors.LDAPCommunicationError:
+        if tls.failure is not None:
+            raise refusal(forest, tls.failure) from None
+        raise
+    if forest.encryption != "starttls":
+        return
+    try:
+        started = connection.start_tls(read_server_info=False)
+    except ldap_errors.LDAPOperationResult as exc:  # the server answered the StartTLS request with an error
+        raise starttls_refused(forest, f"{exc.description}: {exc.message}") from None
+    except ldap_errors.LDAPException as exc:
+        if tls.failure is not None:
+            raise refusal(forest, tls.failure) from None
+        if isinstance(exc, ldap_errors.LDAPStartTLSError) and not isinstance(exc, OSError):
+            raise starttls_refused(forest, str(exc)) from None
+        raise
+    if not started or not connection.tls_started:
+        raise starttls_refused(forest, connection.last_error or "TLS was not started")
 
 
 def discard(connection: Connection) -> None:

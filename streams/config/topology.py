@@ -34,6 +34,7 @@ from streams.config.metaverse import (
     metaverse,
 )
 from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, choice, kind_of, rule
+from streams.config.security import LdapTls, ldap_tls
 from streams.rules.templates import Template, TemplateError, is_attribute_name
 
 Role = Literal["user", "central"]
@@ -157,6 +158,15 @@ class Forest:
     # (then without mail and SIP). The central forest exports nothing; its values are unused.
     export_kinds: frozenset[ObjectKind] = DEFAULT_EXPORT_KINDS
     export_without_mail: bool = False
+    # How the connection is encrypted (with an ldaps:// url, or StartTLS) and what is verified.
+    tls: LdapTls = LdapTls()
+
+    @property
+    def encryption(self) -> str:
+        """ldaps, starttls or none."""
+        if self.url.lower().startswith("ldaps:"):
+            return "ldaps"
+        return "starttls" if self.tls.starttls else "none"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,7 +314,7 @@ def _streams(sec: Section) -> StreamsSettings:
 
 def _forests(top: Section, base_dir: Path | None) -> tuple[Forest, ...]:
     keys = ("name", "role", "url", "base_dn", "bind_dn", "password_env", "password_file", "change_capture",
-            "contacts_ou", "object_kinds", "filter", "export_kinds", "export_without_mail")
+            "contacts_ou", "object_kinds", "filter", "export_kinds", "export_without_mail", "tls")
     items = top.value("forests", (list,), "a list") or []
     if not items and top.given("forests"):
         top.error("forests", "must list at least the central forest")
@@ -381,6 +391,7 @@ def _forest(sec: Section, base_dir: Path | None) -> Forest:
         filter=sec.text("filter", None, check=ldap_filter_problem),
         export_kinds=export_kinds(sec, role, object_kinds),
         export_without_mail=export_without_mail(sec, role),
+        tls=ldap_tls(sec, base_dir),
     )
 
 

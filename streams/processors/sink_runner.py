@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Mapping
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams.config.topology import Topics
-from streams.contracts import Blocked, ContactWriter, PermanentError, RetriableError
+from streams.contracts import Blocked, ContactWriter, NeedsAttention, PermanentError, RetriableError
 from streams.events import ContactState, EventDecodeError
 from streams.kafka.compacted import latest_values
 from streams.kafka.dead_letters import DeadLetter
@@ -32,6 +32,8 @@ from streams.processors.blocked import BlockedContacts
 
 log = logging.getLogger(__name__)
 
+# How often the writer tries again when its connection needs a person (NeedsAttention).
+ATTENTION_RETRY_SECONDS = 60.0
 # What the writer reports for a contact it left alone; anything else but "deleted" is a write.
 _NOTHING_DONE = frozenset({"unchanged", "absent"})
 DN_TAKEN = "dn-taken"
@@ -161,6 +163,13 @@ class SinkRunner:
             except RetriableError as exc:
                 SINK_ERRORS.labels("unavailable").inc()
                 await asyncio.sleep(self._outage.failed(exc))
+            except NeedsAttention as exc:
+                # No record is at fault (an untrusted certificate, StartTLS refused): nothing is
+                # dead-lettered, the batch waits, and the log says so at every attempt.
+                SINK_ERRORS.labels("unavailable").inc()
+                delay = max(self._outage.failed(exc), ATTENTION_RETRY_SECONDS)
+                log.error("contact writer needs attention error=%r retry_in=%.0fs", str(exc), delay)
+                await asyncio.sleep(delay)
         self._outage.succeeded()
         for (record, state), result in zip(batch, results):
             if isinstance(result, Blocked):

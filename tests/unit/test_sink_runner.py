@@ -10,9 +10,10 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from streams.config.topology import Topics
-from streams.contracts import Blocked, PermanentError
+from streams.contracts import Blocked, NeedsAttention, PermanentError
 from streams.events import ContactState
 from streams.metaverse_events import Conflict
+from streams.processors import sink_runner
 from streams.processors.sink_runner import SinkRunner
 
 TOPIC = "contacts"
@@ -170,6 +171,30 @@ async def test_a_conflict_open_before_a_restart_is_closed_when_the_contact_is_wr
         await rig.until(lambda: rig.producer.conflicts())
         [closed] = rig.producer.conflicts()
         assert (closed.conflict_id, closed.open, closed.parties) == ("dn:p2", False, ("p2", BLOCKER))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_connection_that_needs_attention_holds_the_batch_and_dead_letters_nothing(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(sink_runner, "ATTENTION_RETRY_SECONDS", 0.05)
+    rig = Rig()
+    refusals = iter([NeedsAttention("forest central: certificate not accepted")] * 2)
+    apply_all = rig.writer.apply_all
+
+    def refused_twice(states):
+        if (refusal := next(refusals, None)) is not None:
+            raise refusal
+        return apply_all(states)
+
+    rig.writer.apply_all = refused_twice
+    task = asyncio.create_task(rig.runner.run())
+    try:
+        rig.consumer.send(present("p1"))
+        await rig.until(lambda: rig.consumer.commits == [1])
+        assert rig.producer.sent == [] and [s.anchor for s in rig.writer.applied] == ["p1"]
+        assert sum("contact writer needs attention" in r.getMessage() for r in caplog.records) == 2
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
