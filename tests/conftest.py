@@ -1,4 +1,5 @@
-"""Session-wide real servers for the integration tests: one Kafka broker and three OpenLDAP forests.
+"""Session-wide real servers for the integration tests: one Kafka broker and three OpenLDAP forests,
+and three more that speak TLS with certificates of the rig's test CA.
 
 A server that cannot start makes the tests that need it ERROR (RigError), never skip.
 """
@@ -13,6 +14,7 @@ from typing import NamedTuple
 import pytest
 
 from idsync.rig import KafkaBroker, SlapdInstance
+from idsync.rig.pki import TestCA
 
 
 class Directories(NamedTuple):
@@ -44,6 +46,31 @@ def directories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directorie
     workdir = tmp_path_factory.mktemp("slapd")
     instances = {
         name: SlapdInstance(workdir, name=name, suffix=suffix, admin_password=secrets.token_urlsafe(16))
+        for name, suffix in FOREST_SUFFIXES.items()
+    }
+    try:
+        for instance in instances.values():
+            instance.start()
+        yield Directories(**instances)
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """The rig's certificate authority: the TLS servers' certificates are its."""
+    return TestCA(tmp_path_factory.mktemp("pki")).create()
+
+
+@pytest.fixture(scope="session")
+def secure_directories(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[Directories]:
+    """Forests with a certificate for 127.0.0.1 (not for localhost): StartTLS on their ldap:// port,
+    and an ldaps:// port. They log every connection and operation (slapd's stats level)."""
+    workdir = tmp_path_factory.mktemp("slapd-tls")
+    instances = {
+        name: SlapdInstance(workdir, name=name, suffix=suffix, admin_password=secrets.token_urlsafe(16),
+                            tls=test_ca.issue(f"slapd-{name}", hosts=("127.0.0.1",)), log_level="stats")
         for name, suffix in FOREST_SUFFIXES.items()
     }
     try:

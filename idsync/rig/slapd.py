@@ -19,6 +19,7 @@ from ldap3.core.exceptions import LDAPException
 
 from idsync.rig.admin import admin_connection
 from idsync.rig.errors import RigError
+from idsync.rig.pki import Certificate
 from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
 
@@ -45,10 +46,16 @@ def _slapd() -> str:
 
 
 class SlapdInstance:
-    """One forest: its files live in workdir/name; stop() then start() keeps its entries."""
+    """One forest: its files live in workdir/name; stop() then start() keeps its entries.
+
+    With `tls` (a certificate of the rig's test CA) it serves StartTLS on its ldap:// port and
+    TLS from the first byte on an ldaps:// port too. `log_level` is slapd's debug level for its
+    log file: "stats" logs every connection and operation (who bound where), "none" only errors.
+    """
 
     def __init__(
-        self, workdir: Path, *, name: str, suffix: str, port: int | None = None, admin_password: str
+        self, workdir: Path, *, name: str, suffix: str, port: int | None = None, admin_password: str,
+        tls: Certificate | None = None, log_level: str = "none",
     ) -> None:
         rdn_type, _, rdn_value = suffix.split(",", 1)[0].partition("=")
         if rdn_type.strip().lower() != "dc" or not rdn_value:
@@ -61,6 +68,9 @@ class SlapdInstance:
         self.admin_password = admin_password
         self._base_dc = rdn_value.strip()
         self._process: ManagedProcess | None = None
+        self.tls = tls
+        self.ldaps_port = free_port() if tls is not None else None
+        self._log_level = log_level
 
     def __repr__(self) -> str:
         return f"SlapdInstance(name={self.name!r}, suffix={self.suffix!r}, url={self.url!r})"
@@ -68,6 +78,12 @@ class SlapdInstance:
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        if self.ldaps_port is None:
+            raise RigError(f"slapd {self.name} has no TLS certificate, so no ldaps:// port")
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     @property
     def pid(self) -> int | None:
@@ -89,12 +105,16 @@ class SlapdInstance:
         started = time.monotonic()
         slapd = _slapd()
         require_free_port(self.port, f"slapd {self.name}")
+        listeners = [f"{self.url}/"]
+        if self.ldaps_port is not None:
+            require_free_port(self.ldaps_port, f"slapd {self.name}")
+            listeners.append(f"{self.ldaps_url}/")
         conf = self._write_conf()
         # -d keeps slapd in the foreground (no fork), so the pid we hold is the server's and
         # PDEATHSIG reaches it; level "none" logs only errors, such as a failed bind of the port.
         self._process = ManagedProcess(
             f"slapd-{self.name}",
-            [slapd, "-f", str(conf), "-h", f"{self.url}/", "-d", "none"],
+            [slapd, "-f", str(conf), "-h", " ".join(listeners), "-d", self._log_level],
             log_path=self.log_file,
         )
         self._process.start()
@@ -174,10 +194,17 @@ class SlapdInstance:
                 suffix=self.suffix,
                 admin_dn=self.admin_dn,
                 admin_password_hash=_ssha(self.admin_password),
+                tls_config=self._tls_config(),
             )
         )
         conf.chmod(0o600)
         return conf
+
+    def _tls_config(self) -> str:
+        if self.tls is None:
+            return "# no TLS: plain LDAP only"
+        return (f"TLSCACertificateFile {self.tls.ca}\nTLSCertificateFile {self.tls.cert}\n"
+                f"TLSCertificateKeyFile {self.tls.key}")
 
     def _wait_until_bindable(self, process: ManagedProcess, deadline: float) -> None:
         last_error: Exception | None = None

@@ -172,10 +172,12 @@ def write_topology(
     streams: dict,
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
     metaverse: Mapping[str, object] | None = None,
+    forest_settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`.
 
-    `change_capture` overrides change-capture settings per directory key (e.g. "forest_a").
+    `change_capture` overrides change-capture settings per directory key (e.g. "forest_a"),
+    `forest_settings` other keys of a forest (e.g. its url and tls).
     """
     env, forests = {}, []
     central_base = f"ou={name},{directories['central'].suffix}"
@@ -195,7 +197,7 @@ def write_topology(
             "password_env": variable,
             "change_capture": {"mode": DEFAULT_MODES[key], "poll_interval_seconds": 0.1, "overlap_seconds": 2.0}
             | dict((change_capture or {}).get(key, {})),
-        }
+        } | dict((forest_settings or {}).get(key, {}))
         if key != "central":
             forest["contacts_ou"] = f"ou={forest_name},{central_base}"
         forests.append(forest)
@@ -240,12 +242,15 @@ def deploy(
     *,
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
     metaverse: Mapping[str, object] | None = None,
+    forest_settings: Mapping[str, Mapping[str, object]] | None = None,
     **streams: object,
 ) -> GalDeployment:
     """`streams` overrides settings of the topology's streams section for this deployment;
     `change_capture` those of a forest's change capture, by directory key; `metaverse` is the
-    topology's metaverse section."""
-    path, env = write_topology(workdir, name, broker, directories, streams, change_capture, metaverse)
+    topology's metaverse section; `forest_settings` other keys of a forest, by directory key."""
+    path, env = write_topology(
+        workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings
+    )
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
     )
