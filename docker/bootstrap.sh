@@ -3,7 +3,8 @@
 #   1. Debian packages: slapd + ldap-utils and a Samba AD DC (without Debian's own slapd or samba
 #      services left running), a JRE and Maven.
 #   2. The Python venv .venv with idsync installed editable, with its test extras.
-#   3. The Kafka broker's jars, in the cache directory idsync/rig/kafka.py reads them from.
+#   3. The Kafka broker's jars and Kafka's command-line tools (kafka-tools), in the cache directory
+#      idsync/rig/kafka.py reads them from.
 # Usage, as root, from anywhere in the repo: bash docker/bootstrap.sh
 set -euo pipefail
 
@@ -138,8 +139,10 @@ if [[ ! -f $marker || $(cat "$marker") != "$pom_hash" ]]; then
     rm -rf "$KAFKA_CACHE/libs.tmp" "$KAFKA_CACHE/libs.old"
     quietly mvn -q -B -f "$KAFKA_POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_CACHE/libs.tmp" ||
         die "maven could not fetch the Kafka jars (its output is above)"
-    ls "$KAFKA_CACHE/libs.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null ||
-        die "maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from $KAFKA_CACHE/libs.tmp"
+    for jar in kafka_2.13 kafka-tools; do
+        ls "$KAFKA_CACHE/libs.tmp/$jar-$KAFKA_VERSION.jar" >/dev/null ||
+            die "maven finished but $jar-$KAFKA_VERSION.jar is missing from $KAFKA_CACHE/libs.tmp"
+    done
     # Swap directories rather than overwrite in place: a broker may be starting from the old jars.
     if [[ -d $KAFKA_CACHE/libs ]]; then
         mv "$KAFKA_CACHE/libs" "$KAFKA_CACHE/libs.old"

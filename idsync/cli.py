@@ -51,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     deletes.add_argument("--person", action="append", default=[], metavar="ID",
                          help="approve or reject only this person's held delete (repeatable; default: every held one)")
 
+    lag = commands.add_parser(
+        "lag", help="consumer lag of idsync's groups per topic and partition, with a status by Burrow's rules"
+    )
+    lag.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    lag.add_argument("--json", action="store_true", help="JSON instead of a table (with --watch: one object a line)")
+    lag.add_argument("--watch", action="store_true", help="print again after every sample until interrupted")
+    lag.add_argument("--interval", type=_positive_float, metavar="S",
+                     help="seconds between samples (default 1; with --watch 5)")
+    lag.add_argument("--samples", type=_window_size, metavar="N",
+                     help="samples the status is judged over (default 3; with --watch a sliding window of 10)")
+
     args = parser.parse_args(argv)
     if args.command == "deletes" and args.verdict and (args.held or args.json):
         deletes.error(f"--held and --json list the held deletes; they do not go with {args.verdict}")
@@ -70,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return _full_import(topology, args.forest, allow_mass_delete=args.allow_mass_delete)
     if args.command in ("conflicts", "deletes"):
         return asyncio.run(_operation(topology, args))
+    if args.command == "lag":
+        return _lag(topology, args)
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -88,6 +101,36 @@ def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_dele
     for summary in asyncio.run(run_full_import(topology, forests, allow_mass_delete=allow_mass_delete)):
         print(f"full import published {summary}")
     return 0
+
+
+def _lag(topology: Topology, args: argparse.Namespace) -> int:
+    from idsync.lag import show_lag
+
+    try:
+        return asyncio.run(show_lag(topology, json=args.json, watch=args.watch, samples=args.samples,
+                                    interval=args.interval))
+    except KeyboardInterrupt:
+        return 0 if args.watch else 130
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _window_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"the rules compare samples: at least 2, not {text}")
+    return value
 
 
 async def _operation(topology: Topology, args: argparse.Namespace) -> int:
