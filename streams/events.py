@@ -9,6 +9,7 @@ callers turn into a dead-letter record.
 from __future__ import annotations
 
 import enum
+import uuid
 import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
@@ -260,6 +261,17 @@ def decode_change_topic(raw: bytes | None) -> DirectoryChange | SnapshotMarker |
 
 # Every contact idsync writes carries its anchor here: the mark of idsync's own output.
 ANCHOR_ATTRIBUTE = "idsyncAnchor"
+
+
+def is_person_anchor(value: str) -> bool:
+    """An anchor of this idsync: a metaverse person's id (a UUID). Contacts written by idsync
+    before the metaverse joined people carry `forest/object_id` instead; no person owns them,
+    so they are taken over like contacts made by hand."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from streams.contracts import Blocked
-from streams.events import ANCHOR_ATTRIBUTE, ContactState
+from streams.events import ANCHOR_ATTRIBUTE, ContactState, is_person_anchor
 from streams.rules.dn import canonical, is_below, rdn_and_parent
 
 MAIL = "mail"
@@ -40,7 +40,9 @@ class Entry:
         anchors = attributes.get(ANCHOR_ATTRIBUTE.lower(), ())
         return cls(
             dn=dn,
-            anchor=anchors[0] if anchors else None,
+            # An anchor written before people were joined (forest/object_id) is no person's: such a
+            # contact is taken over like one made by hand.
+            anchor=anchors[0] if anchors and is_person_anchor(anchors[0]) else None,
             object_classes=frozenset(c.lower() for c in attributes.get("objectclass", ())),
             attributes=attributes,
         )

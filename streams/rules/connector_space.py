@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from streams.events import EventDecodeError, ObjectKind, check_schema, encode, parse
+from streams.events import EventDecodeError, ObjectKind, check_schema, encode, is_person_anchor, parse
 from streams.metaverse_events import ConnectorState, JoinClaim, JoinProbe
 from streams.rules.join import Claim, JoinRule, join_keys, projected_person
 from streams.rules.metaverse import SourceObject
@@ -84,7 +84,7 @@ def managed_for(obj: SourceObject, policy: JoinPolicy) -> str | None:
     if obj.forest != policy.central_forest or obj.deleted:
         return None
     values = obj.attributes.get(policy.anchor_attribute.lower(), ())
-    return values[0] if values else None
+    return values[0] if values and is_person_anchor(values[0]) else None
 
 
 def joinable(obj: SourceObject, policy: JoinPolicy) -> bool:

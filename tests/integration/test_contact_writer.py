@@ -103,6 +103,18 @@ def test_contact_named_by_adopt_dn_gets_the_anchor_and_is_renamed(central: Centr
     assert central.writer.apply_all([state]) == ["unchanged"]
 
 
+def test_contact_an_older_idsync_wrote_with_a_per_object_anchor_is_adopted(central: Central) -> None:
+    old = central.dn("Ada Lovelace")
+    central.ensure_contacts_ou()
+    central.add(old, CONTACT_CLASSES, cn="Ada Lovelace", sn="Lovelace", mail="ada@x.org", idsyncAnchor="forest-a/1234")
+    state = central.state("Ada Lovelace", "ada@x.org", adopt_dn=old)
+
+    assert central.writer.apply_all([state]) in (["adopted"], ["adopted+updated"])
+    [(at, contact)] = central.contacts().items()
+    assert same_dn(at, old) and contact["idsyncanchor"] == [state.anchor]
+    assert central.writer.apply_all([state]) == ["unchanged"]
+
+
 def test_hand_made_contact_with_the_same_name_is_adopted(central: Central) -> None:
     central.ensure_contacts_ou()
     central.add(central.dn("Grace Hopper"), CONTACT_CLASSES, cn="Grace Hopper", sn="Hopper")

@@ -382,3 +382,15 @@ async def test_a_held_delete_is_withdrawn_when_its_person_wants_a_contact_again(
     bus.change("b", "v0", ChangeOp.DELETE)
     await bus.drain()
     assert len(bus.present()) == 2
+
+
+async def test_a_contact_written_before_people_were_joined_is_adopted_by_its_person():
+    bus = Bus(7)
+    bus.change("a", "u1", ChangeOp.ADD, displayName="Ada", mail="ada@x.org")
+    # Its anchor is the user's forest/object_id, as the per-object engine wrote it: no person's.
+    bus.change("central", "k1", ChangeOp.ADD, kind=ObjectKind.CONTACT, dn="cn=Ada,ou=a,ou=gal,dc=central",
+               idsyncAnchor="a/u1", mail="ada@x.org", displayName="Ada")
+    bus.caught_up("central")
+    await bus.drain()
+    [contact] = bus.present()
+    assert contact.adopt_dn == "cn=Ada,ou=a,ou=gal,dc=central"
