@@ -62,11 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     lag.add_argument("--samples", type=_window_size, metavar="N",
                      help="samples the status is judged over (default 3; with --watch a sliding window of 10)")
 
+    errors = commands.add_parser(
+        "errors", help="list the error topic's dead letters (--follow: and new ones), or replay them to their topics"
+    )
+    errors.add_argument("action", nargs="?", choices=["replay"], help="without it: list the dead letters")
+    errors.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    errors.add_argument("--stage", metavar="S", help="only this stage's: reader, metaverse or contact-writer")
+    errors.add_argument("--since", metavar="T", help="only those since T: ISO 8601 (UTC unless it says), or 30m, 2h, 7d")
+    errors.add_argument("--json", action="store_true", help="list as JSON (with --follow: one object a line)")
+    errors.add_argument("--follow", action="store_true", help="after the list, print each new one until interrupted")
+    errors.add_argument("--again", action="store_true", help="replay also those replayed before")
+
     args = parser.parse_args(argv)
     if args.command == "deletes" and args.verdict and (args.held or args.json):
         deletes.error(f"--held and --json list the held deletes; they do not go with {args.verdict}")
     if args.command == "deletes" and not args.verdict and args.person:
         deletes.error("--person goes with approve or reject")
+    if args.command == "errors" and args.action and (args.json or args.follow):
+        errors.error("--json and --follow list the dead letters; they do not go with replay")
+    if args.command == "errors" and not args.action and args.again:
+        errors.error("--again goes with replay")
     try:
         topology = load_topology(args.topology)
     except TopologyError as exc:
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_operation(topology, args))
     if args.command == "lag":
         return _lag(topology, args)
+    if args.command == "errors":
+        return _errors(topology, args, errors)
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -111,6 +128,24 @@ def _lag(topology: Topology, args: argparse.Namespace) -> int:
                                     interval=args.interval))
     except KeyboardInterrupt:
         return 0 if args.watch else 130
+
+
+def _errors(topology: Topology, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from datetime import datetime, timezone
+
+    from idsync import errors
+
+    try:
+        since = errors.parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
+    except ValueError as exc:
+        parser.error(f"--since: {exc}")
+    try:
+        if args.action == "replay":
+            return asyncio.run(errors.replay_errors(topology, stage=args.stage, since=since, again=args.again))
+        return asyncio.run(errors.list_errors(topology, json=args.json, follow=args.follow, stage=args.stage,
+                                              since=since))
+    except KeyboardInterrupt:
+        return 0 if args.follow else 130
 
 
 def _positive_float(text: str) -> float:
