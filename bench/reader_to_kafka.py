@@ -256,7 +256,7 @@ async def running_reader(forest: Forest, kafka: KafkaSettings) -> AsyncIterator[
     reader = make_reader(forest)
     await producer.start()
     try:
-        positions = PositionStore(producer, bootstrap_servers=kafka.bootstrap_servers, topic=kafka.topics.positions)
+        positions = PositionStore(producer, kafka=kafka, topic=kafka.topics.positions)
         runner = SourceRunner(reader, producer=producer, positions=positions, topics=kafka.topics, kinds=forest.object_kinds)
         running = asyncio.create_task(runner.run())
         try:

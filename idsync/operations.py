@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.config.metaverse import engine_settings
-from streams.config.topology import Topology
+from streams.config.topology import KafkaSettings, Topology
 from streams.events import EventDecodeError
+from streams.kafka.clients import client_settings
 from streams.kafka.compacted import latest_values
 from streams.metaverse_events import Conflict, DeleteRequest, DeleteVerdict
 
@@ -133,14 +134,14 @@ def _count(n: int, noun: str) -> str:
 
 # --- the commands ---------------------------------------------------------------------------------
 
-# (bootstrap servers, topic) -> each key's latest value; streams.kafka.compacted.latest_values.
-Read = Callable[[str, str], Awaitable[Mapping[bytes | None, bytes]]]
+# (cluster, topic) -> each key's latest value; streams.kafka.compacted.latest_values.
+Read = Callable[[KafkaSettings, str], Awaitable[Mapping[bytes | None, bytes]]]
 
 
 async def list_conflicts(topology: Topology, *, json: bool = False, read: Read = latest_values) -> int:
     kafka = topology.kafka
     try:
-        conflicts, skipped = open_conflicts(await read(kafka.bootstrap_servers, kafka.topics.conflicts))
+        conflicts, skipped = open_conflicts(await read(kafka, kafka.topics.conflicts))
     except KafkaError as exc:
         return _unreachable(topology, exc)
     _note_skipped(skipped, kafka.topics.conflicts, "conflicts")
@@ -151,7 +152,7 @@ async def list_conflicts(topology: Topology, *, json: bool = False, read: Read =
 async def list_held_deletes(topology: Topology, *, json: bool = False, read: Read = latest_values) -> int:
     kafka = topology.kafka
     try:
-        requests, skipped = held_deletes(await read(kafka.bootstrap_servers, kafka.topics.held_deletes))
+        requests, skipped = held_deletes(await read(kafka, kafka.topics.held_deletes))
     except KafkaError as exc:
         return _unreachable(topology, exc)
     _note_skipped(skipped, kafka.topics.held_deletes, "delete requests")
@@ -166,7 +167,7 @@ async def decide_held_deletes(
     broker has it on all replicas. A named person with no held delete refuses the whole verdict (2)."""
     kafka = topology.kafka
     try:
-        held, _ = held_deletes(await read(kafka.bootstrap_servers, kafka.topics.held_deletes))
+        held, _ = held_deletes(await read(kafka, kafka.topics.held_deletes))
         if not held and not persons:
             print(f"no held deletes to {'approve' if approve else 'reject'}")
             return 0
@@ -184,8 +185,7 @@ async def decide_held_deletes(
 
 
 async def send_verdict(topology: Topology, decision: DeleteVerdict) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=topology.kafka.bootstrap_servers,
-                                client_id=topology.kafka.client_id, acks="all")
+    producer = AIOKafkaProducer(**client_settings(topology.kafka), acks="all")
     await producer.start()
     try:
         topic = engine_settings(topology).topics.deletes

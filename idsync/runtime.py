@@ -16,6 +16,7 @@ from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from streams.config.topology import Forest, KafkaSettings, Topology
 from streams.contracts import ChangeReader
+from streams.kafka.clients import KafkaAccessError, check_access, client_settings
 from streams.kafka.lag import LagProbe
 from streams.kafka.positions import PositionStore
 from streams.kafka.publisher import ChangePublisher
@@ -42,12 +43,22 @@ def build_worker(topology: Topology) -> faust.App:
 
 
 def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
-    """Declare idsync's topics, then run the worker until it is stopped (SIGTERM/SIGINT)."""
+    """Check that Kafka accepts idsync's connection, declare idsync's topics, then run the worker
+    until it is stopped (SIGTERM/SIGINT). Kafka refusing the connection (bad credentials, an
+    untrusted certificate) ends it with one line saying why, not the retries of every client."""
+    asyncio.run(require_kafka_access(topology.kafka))
     asyncio.run(ensure_topics(topology.kafka, topology.streams.app_id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = build_worker(topology)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+async def require_kafka_access(kafka: KafkaSettings) -> None:
+    try:
+        await check_access(kafka)
+    except KafkaAccessError as exc:
+        raise SystemExit(f"idsync: {exc}") from None
 
 
 def make_reader(forest: Forest) -> ChangeReader:
@@ -73,8 +84,7 @@ def producer_for(kafka: KafkaSettings) -> AIOKafkaProducer:
     idempotent (a retried send is never written twice), in record batches of up to
     PRODUCER_BATCH_BYTES."""
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=kafka.client_id,
+        **client_settings(kafka),
         acks="all",
         enable_idempotence=True,
         max_batch_size=PRODUCER_BATCH_BYTES,
@@ -86,11 +96,7 @@ async def run_reader(topology: Topology, forest: Forest) -> None:
     reader = make_reader(forest)
     await producer.start()
     try:
-        positions = PositionStore(
-            producer,
-            bootstrap_servers=topology.kafka.bootstrap_servers,
-            topic=topology.kafka.topics.positions,
-        )
+        positions = PositionStore(producer, kafka=topology.kafka, topic=topology.kafka.topics.positions)
         runner = SourceRunner(
             reader, producer=producer, positions=positions, topics=topology.kafka.topics, kinds=forest.object_kinds
         )
@@ -103,6 +109,7 @@ async def run_reader(topology: Topology, forest: Forest) -> None:
 async def run_full_import(topology: Topology, forests: list[Forest], *, allow_mass_delete: bool) -> list[str]:
     """Publish a snapshot of each forest, bracketed for mark and sweep; the running worker
     applies it. The readers' positions are left alone: their streams go on as before."""
+    await require_kafka_access(topology.kafka)
     await ensure_topics(topology.kafka)
     producer = producer_for(topology.kafka)
     await producer.start()
@@ -134,8 +141,7 @@ async def run_contact_writer(topology: Topology) -> None:
     kafka = topology.kafka
     consumer = AIOKafkaConsumer(
         kafka.topics.contacts,
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=kafka.client_id,
+        **client_settings(kafka),
         group_id=contact_writer_group(topology),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -146,7 +152,7 @@ async def run_contact_writer(topology: Topology) -> None:
     await consumer.start()
     runner = SinkRunner(
         writer, consumer=consumer, producer=producer, topics=kafka.topics, conflicts_topic=kafka.topics.conflicts,
-        open_conflicts=lambda: open_dn_conflicts(kafka.bootstrap_servers, kafka.topics.conflicts),
+        open_conflicts=lambda: open_dn_conflicts(kafka, kafka.topics.conflicts),
     )
     try:
         await runner.run()
@@ -160,7 +166,7 @@ async def run_metrics_endpoint(topology: Topology) -> None:
     """Serve the worker's metrics, with the lag of the processor (faust's group is the app id)
     on every topic the metaverse engine consumes and of the contact writer on the contacts topic."""
     topics = engine_settings(topology).topics
-    probe = LagProbe(topology.kafka.bootstrap_servers)
+    probe = LagProbe(topology.kafka)
     await probe.start()
     try:
         watched = (

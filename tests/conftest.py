@@ -14,6 +14,7 @@ from typing import NamedTuple
 import pytest
 
 from idsync.rig import KafkaBroker, SlapdInstance
+from idsync.rig.kafka import SaslSslListener
 from idsync.rig.pki import TestCA
 
 
@@ -35,6 +36,20 @@ FOREST_SUFFIXES = {
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_broker(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[KafkaBroker]:
+    """A broker with a SASL_SSL listener too: a certificate of the test CA for 127.0.0.1, and one
+    user, `idsync`, whose SCRAM credentials Kafka's storage tool created (password in
+    broker.sasl_ssl.users)."""
+    listener = SaslSslListener(certificate=test_ca.issue("kafka", hosts=("127.0.0.1",)),
+                               users={"idsync": secrets.token_urlsafe(16)})
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-sasl-ssl"), sasl_ssl=listener)
     try:
         yield broker.start()
     finally:

@@ -10,13 +10,16 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 from idsync.rig.errors import RigError
+from idsync.rig.pki import Certificate
 from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
 
@@ -63,19 +66,47 @@ def _java() -> str:
     return java
 
 
-class KafkaBroker:
-    """One broker whose data and logs live in workdir; stop() then start() resumes from that data."""
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
-    def __init__(self, workdir: Path, *, port: int | None = None, version: str = DEFAULT_VERSION) -> None:
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A SASL_SSL listener: TLS with `certificate`, clients authenticated by SASL (SCRAM-SHA-256,
+    SCRAM-SHA-512 or PLAIN) as one of `users` (name -> password)."""
+
+    certificate: Certificate
+    users: Mapping[str, str] = field(default_factory=dict)
+
+
+class KafkaBroker:
+    """One broker whose data and logs live in workdir; stop() then start() resumes from that data.
+
+    With `sasl_ssl` it also listens for SASL_SSL clients on `sasl_ssl_port`; the brokers' own
+    traffic stays on the PLAINTEXT listener. SCRAM credentials are created by Kafka's storage
+    tool when the storage is formatted (`--add-scram`), so they exist before the broker starts.
+    """
+
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, version: str = DEFAULT_VERSION,
+        sasl_ssl: SaslSslListener | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.version = version
         self.port = port if port is not None else free_port()
         self.controller_port = free_port()
+        self.sasl_ssl = sasl_ssl
+        self.sasl_ssl_port = free_port() if sasl_ssl is not None else None
         self._process: ManagedProcess | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        if self.sasl_ssl_port is None:
+            raise RigError("this broker has no SASL_SSL listener")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
     def pid(self) -> int | None:
@@ -96,6 +127,8 @@ class KafkaBroker:
         libs = kafka_libs(self.version)
         require_free_port(self.port, "Kafka broker")
         require_free_port(self.controller_port, "Kafka controller")
+        if self.sasl_ssl_port is not None:
+            require_free_port(self.sasl_ssl_port, "Kafka SASL_SSL listener")
         properties = self._write_properties()
         if not (self.data_dir / "meta.properties").is_file():
             self._format_storage(libs, properties)
@@ -171,9 +204,41 @@ class KafkaBroker:
             # Compaction happens within seconds, so tests can observe it.
             "log.cleaner.backoff.ms": "500",
         }
+        if self.sasl_ssl is not None:
+            properties |= self._sasl_ssl_properties(self.sasl_ssl)
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        path.chmod(0o600)  # PLAIN's users and passwords are in it
         return path
+
+    def _sasl_ssl_properties(self, listener: SaslSslListener) -> dict[str, str]:
+        # Kafka's PEM key store: the private key (PKCS#8, unencrypted) and the certificate chain in one file.
+        keystore = self.workdir / "sasl-ssl-keystore.pem"
+        keystore.write_text(listener.certificate.key.read_text() + listener.certificate.cert.read_text())
+        keystore.chmod(0o600)
+        plain_users = " ".join(f'user_{name}="{password}"' for name, password in listener.users.items())
+        scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port},"
+                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": ",".join((*SCRAM_MECHANISMS, "PLAIN")),
+            **{f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": scram_login
+               for mechanism in SCRAM_MECHANISMS},
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.client.auth": "none",
+        }
+
+    def _scram_credentials(self) -> list[str]:
+        """kafka-storage format's --add-scram arguments: every user, for both SCRAM mechanisms."""
+        if self.sasl_ssl is None:
+            return []
+        return [argument for name, password in self.sasl_ssl.users.items() for mechanism in SCRAM_MECHANISMS
+                for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
 
     def _java_command(self, libs: Path, main_class: str, *args: str) -> list[str]:
         logs = self.workdir / "logs"
@@ -191,7 +256,8 @@ class KafkaBroker:
 
     def _format_storage(self, libs: Path, properties: Path) -> None:
         command = self._java_command(
-            libs, "kafka.tools.StorageTool", "format", "-t", _new_cluster_id(), "-c", str(properties)
+            libs, "kafka.tools.StorageTool", "format", "-t", _new_cluster_id(), "-c", str(properties),
+            *self._scram_credentials(),
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if result.returncode != 0:

@@ -9,9 +9,23 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from streams.rules.templates import is_attribute_name
+
+
+class TopologyError(Exception):
+    """Everything wrong with a topology, one problem per line, each prefixed with the file name."""
+
+    def __init__(self, errors: Sequence[str], *, source: Path | None = None) -> None:
+        self.errors = tuple(errors)
+        self.source = source
+        super().__init__(*self.errors)
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source is not None else ""
+        return "\n".join(prefix + error for error in self.errors)
 
 
 class Section:

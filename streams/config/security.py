@@ -1,21 +1,57 @@
 """The security part of topology.yaml: how idsync encrypts and authenticates its connections.
 
-A forest's ``tls:`` key says how its LDAP connection is protected. Certificates are verified by
-default (the system's CA bundle, or ``ca_file``), host name included; turning verification off
-takes an explicit ``verify: false``. Only paths are read here: the files are opened by the
-connection that needs them, so a renewed certificate is used by the next connection.
+A forest's ``tls:`` key says how its LDAP connection is protected; the kafka section's
+``security_protocol``, ``sasl`` and ``tls`` keys how every Kafka client connects. Certificates
+are verified by default (the system's CA bundle, or ``ca_file``), host name included; turning
+verification off (LDAP only) takes an explicit ``verify: false``. Secrets come from an
+environment variable or a file, read when a connection needs them. Only paths are read here:
+the files are opened by the connection that needs them, so a renewed certificate is used by the
+next connection.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.config.sections import Section, kind_of
+from streams.config.sections import NOT_EMPTY, Section, TopologyError, choice, kind_of, rule
 
 TLS_VERSIONS = ("1.2", "1.3")
 LDAP_TLS_KEYS = ("starttls", "verify", "ca_file", "cert_file", "key_file", "min_version")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """Where a password is found. The value is never stored, so no repr, log or dump can leak it."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a Secret needs exactly one of env or file")
+
+    def reveal(self) -> str:
+        """Reads the password now, so a rotated secret is used by the next connection."""
+        if self.file is None:
+            where, value = f"environment variable {self.env}", os.environ.get(str(self.env))
+        else:
+            where = f"password file {self.file}"
+            try:
+                value = self.file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                # Neither str(error) nor the chained error: a decode error carries the file's bytes.
+                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise TopologyError([f"cannot read {where}: {reason}"]) from None
+        if value is None:
+            raise TopologyError([f"{where} is not set"])
+        if not (value := value.removesuffix("\n")):
+            # An empty password makes an LDAP simple bind anonymous, and that may "succeed".
+            raise TopologyError([f"{where} is empty"])
+        return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,3 +135,76 @@ def _file(sec: Section, key: str, base_dir: Path | None) -> Path | None:
         sec.error(key, f"no such file: {str(path)!r}")
         return None
     return path
+
+
+def secret(sec: Section, base_dir: Path | None) -> Secret | None:
+    """`password_env` or `password_file` of `sec`, exactly one; a relative file is taken relative
+    to the topology file, not to wherever idsync was started."""
+    env = sec.text("password_env", None, check=_ENV_NAME)
+    file = sec.text("password_file", None, check=NOT_EMPTY)
+    if sec.given("password_env") == sec.given("password_file") and not sec.broken:
+        sec.error(None, "set exactly one of password_env or password_file" + (
+            ", not both" if sec.given("password_env") else ""))
+    path = None
+    if file is not None:
+        path = base_dir / file if base_dir is not None else Path(file)
+    return Secret(env=env, file=path) if (env is None) != (path is None) else None
+
+
+# Echoes no value: it might be a password pasted into the wrong key.
+_ENV_NAME = rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
+                 "not an environment variable name (letters, digits and '_'); put the variable's name here")
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_SECURITY_KEYS = ("security_protocol", "sasl", "tls")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaslSettings:
+    mechanism: str
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSecurity:
+    """How every Kafka client of idsync connects: Kafka's security protocol, SASL credentials
+    (SASL_*), and the CA and client certificate for TLS (SSL, SASL_SSL). A TLS connection
+    always verifies the broker's certificate and host name."""
+
+    protocol: str = "PLAINTEXT"
+    sasl: SaslSettings | None = None
+    tls: TlsFiles = TlsFiles()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+
+def kafka_security(sec: Section, base_dir: Path | None) -> KafkaSecurity:
+    """The kafka section's security_protocol, sasl and tls keys."""
+    protocol = sec.text("security_protocol", "PLAINTEXT", check=choice(KAFKA_PROTOCOLS)) or "PLAINTEXT"
+    sasl = None
+    if protocol.startswith("SASL_") and not sec.given("sasl"):
+        sec.error("sasl", f"required with security_protocol {protocol}: mechanism, username and "
+                          "password_env or password_file")
+    elif sec.given("sasl") and not protocol.startswith("SASL_"):
+        sec.error("sasl", f"unused with security_protocol {protocol}; SASL needs SASL_SSL or SASL_PLAINTEXT")
+    elif sec.given("sasl"):
+        sasl = _sasl(sec.child("sasl", ("mechanism", "username", "password_env", "password_file")), base_dir)
+    tls = TlsFiles()
+    if sec.given("tls") and protocol not in ("SSL", "SASL_SSL"):
+        sec.error("tls", f"unused with security_protocol {protocol}; TLS needs SSL or SASL_SSL")
+    elif sec.given("tls"):
+        tls = tls_files(sec.child("tls", ("ca_file", "cert_file", "key_file")), base_dir)
+    return KafkaSecurity(protocol=protocol, sasl=sasl, tls=tls)
+
+
+def _sasl(sec: Section, base_dir: Path | None) -> SaslSettings:
+    return SaslSettings(
+        mechanism=sec.text("mechanism", check=choice(SASL_MECHANISMS)),
+        username=sec.text("username", check=NOT_EMPTY),
+        password=secret(sec, base_dir),
+    )

@@ -8,7 +8,6 @@ variable or a file, and the value is read only when a connection needs it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +32,16 @@ from streams.config.metaverse import (
     export_without_mail,
     metaverse,
 )
-from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, choice, kind_of, rule
-from streams.config.security import LdapTls, ldap_tls
+from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, TopologyError, choice, kind_of, rule
+from streams.config.security import (
+    KAFKA_SECURITY_KEYS,
+    KafkaSecurity,
+    LdapTls,
+    Secret,
+    kafka_security,
+    ldap_tls,
+    secret,
+)
 from streams.rules.templates import Template, TemplateError, is_attribute_name
 
 Role = Literal["user", "central"]
@@ -51,50 +58,6 @@ DEFAULT_OBJECT_KINDS = frozenset({ObjectKind.USER, ObjectKind.GROUP, ObjectKind.
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors",
                   "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes"}
-
-
-class TopologyError(Exception):
-    """Everything wrong with a topology, one problem per line, each prefixed with the file name."""
-
-    def __init__(self, errors: Sequence[str], *, source: Path | None = None) -> None:
-        self.errors = tuple(errors)
-        self.source = source
-        super().__init__(*self.errors)
-
-    def __str__(self) -> str:
-        prefix = f"{self.source}: " if self.source is not None else ""
-        return "\n".join(prefix + error for error in self.errors)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Secret:
-    """Where a password is found. The value is never stored, so no repr, log or dump can leak it."""
-
-    env: str | None = None
-    file: Path | None = None
-
-    def __post_init__(self) -> None:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a Secret needs exactly one of env or file")
-
-    def reveal(self) -> str:
-        """Reads the password now, so a rotated secret is used by the next connection."""
-        if self.file is None:
-            where, value = f"environment variable {self.env}", os.environ.get(str(self.env))
-        else:
-            where = f"password file {self.file}"
-            try:
-                value = self.file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                # Neither str(error) nor the chained error: a decode error carries the file's bytes.
-                reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-                raise TopologyError([f"cannot read {where}: {reason}"]) from None
-        if value is None:
-            raise TopologyError([f"{where} is not set"])
-        if not (value := value.removesuffix("\n")):
-            # An empty password makes an LDAP simple bind anonymous, and that may "succeed".
-            raise TopologyError([f"{where} is empty"])
-        return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +78,8 @@ class KafkaSettings:
     partitions: int
     replication_factor: int
     topics: Topics
+    # Applied alike to every client idsync creates (streams/kafka/clients.py).
+    security: KafkaSecurity = KafkaSecurity()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,12 +208,13 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
                             source=source)
     errors: list[str] = []
     top = Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metaverse", "metrics"))
+    base_dir = source.absolute().parent if source is not None else None
     kafka = _kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
-                                       "topics")))
+                                       "topics", *KAFKA_SECURITY_KEYS)), base_dir)
     streams = _streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
                                              "sweep_max_fraction", "sweep_always_allowed")))
     engine_topic_collisions(errors, kafka.topics, streams.app_id)
-    forests = _forests(top, source.absolute().parent if source is not None else None)
+    forests = _forests(top, base_dir)
     contacts = _contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes",
                                                 "clash_suffix")))
     central = next((forest.name for forest in forests if forest.role == "central"), None)
@@ -280,13 +246,14 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _kafka(sec: Section) -> KafkaSettings:
+def _kafka(sec: Section, base_dir: Path | None) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=sec.text("bootstrap_servers", check=_bootstrap_problem),
         client_id=sec.text("client_id", "idsync", check=NOT_EMPTY),
         partitions=sec.integer("partitions", 3, minimum=1),
         replication_factor=sec.integer("replication_factor", 1, minimum=1),
         topics=_topics(sec.child("topics", tuple(DEFAULT_TOPICS))),
+        security=kafka_security(sec, base_dir),
     )
 
 
@@ -350,15 +317,6 @@ def _forest(sec: Section, base_dir: Path | None) -> Forest:
     role = sec.text("role", check=choice(ROLES))
     url = sec.text("url", check=_url_problem)
     base_dn, bind_dn = sec.text("base_dn", check=_dn_problem), sec.text("bind_dn", check=_dn_problem)
-    env = sec.text("password_env", None, check=_ENV_NAME)
-    file = sec.text("password_file", None, check=NOT_EMPTY)
-    if sec.given("password_env") == sec.given("password_file") and not sec.broken:
-        sec.error(None, "set exactly one of password_env or password_file" + (
-            ", not both" if sec.given("password_env") else ""))
-    path = None
-    if file is not None:
-        # Relative to the topology file, not to wherever idsync was started; an absolute one stays.
-        path = base_dir / file if base_dir is not None else Path(file)
     contacts_ou = sec.text("contacts_ou", None, check=_dn_problem)
     if role == "central" and sec.given("contacts_ou"):
         sec.error("contacts_ou", "not allowed on the central forest: contacts are made in it, not copied from it")
@@ -374,7 +332,7 @@ def _forest(sec: Section, base_dir: Path | None) -> Forest:
         url=url,
         base_dn=base_dn,
         bind_dn=bind_dn,
-        password=Secret(env=env, file=path) if (env is None) != (path is None) else None,
+        password=secret(sec, base_dir),
         change_capture=ChangeCapture(
             mode=mode,
             poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False),
@@ -534,9 +492,6 @@ _FOREST_NAME = rule(re.compile(r"[a-z][a-z0-9-]{0,62}").fullmatch,
                     "must be 1-63 lowercase letters, digits or '-', starting with a letter")
 _KAFKA_NAME = rule(re.compile(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}").fullmatch,
                    "not a valid Kafka name (1-249 letters, digits, '.', '_' or '-')")
-# Echoes no value: it might be a password pasted into the wrong key.
-_ENV_NAME = rule(re.compile(r"[A-Za-z_][A-Za-z0-9_]*").fullmatch,
-                 "not an environment variable name (letters, digits and '_'); put the variable's name here")
 _ATTRIBUTE_DESCRIPTION = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)(?:;[A-Za-z0-9-]+)*")
 _BAD_FILTER_ESCAPE = re.compile(r"\\(?![0-9A-Fa-f]{2})")
 # These modes' sources do not name the account that made a change.

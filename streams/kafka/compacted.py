@@ -5,15 +5,17 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.kafka.clients import Brokers, client_settings
 
-async def latest_values(bootstrap_servers: str, topic: str) -> dict[bytes | None, bytes]:
+
+async def latest_values(kafka: Brokers, topic: str) -> dict[bytes | None, bytes]:
     """Each key's latest value, read from the start of every partition to the end offsets it has
     now; a key whose latest record is a tombstone is left out. A topic that does not exist yet
     reads as empty (and is not created by reading it)."""
-    partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap_servers, topic)]
+    partitions = [TopicPartition(topic, p) for p in await _partitions(kafka, topic)]
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_settings(kafka), enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -40,8 +42,8 @@ async def latest_values(bootstrap_servers: str, topic: str) -> dict[bytes | None
         await consumer.stop()
 
 
-async def _partitions(bootstrap_servers: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def _partitions(kafka: Brokers, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_settings(kafka))
     await admin.start()
     try:
         if topic not in await admin.list_topics():

@@ -8,14 +8,16 @@ from typing import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.kafka.clients import Brokers, client_settings
+
 
 class LagProbe:
     """Reads consumer lag through one admin client and one consumer, kept open between reads
     (a metrics scrape every few seconds should not open two Kafka connections each time)."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    def __init__(self, kafka: Brokers) -> None:
+        self._admin = AIOKafkaAdminClient(**client_settings(kafka))
+        self._consumer = AIOKafkaConsumer(**client_settings(kafka), enable_auto_commit=False)
 
     async def start(self) -> None:
         await self._admin.start()
@@ -57,8 +59,8 @@ class LagProbe:
 
 
 @asynccontextmanager
-async def lag_probe(bootstrap_servers: str) -> AsyncIterator[LagProbe]:
-    probe = LagProbe(bootstrap_servers)
+async def lag_probe(kafka: Brokers) -> AsyncIterator[LagProbe]:
+    probe = LagProbe(kafka)
     await probe.start()
     try:
         yield probe
@@ -66,13 +68,13 @@ async def lag_probe(bootstrap_servers: str) -> AsyncIterator[LagProbe]:
         await probe.stop()
 
 
-async def consumer_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+async def consumer_lag(kafka: Brokers, group_id: str, topic: str) -> dict[int, int]:
     """One lag reading through a probe of its own (see LagProbe.lag)."""
-    async with lag_probe(bootstrap_servers) as probe:
+    async with lag_probe(kafka) as probe:
         return await probe.lag(group_id, topic)
 
 
-async def group_positions(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+async def group_positions(kafka: Brokers, group_id: str, topic: str) -> dict[int, int]:
     """One reading of where the group resumes, through a probe of its own (see LagProbe.positions)."""
-    async with lag_probe(bootstrap_servers) as probe:
+    async with lag_probe(kafka) as probe:
         return await probe.positions(group_id, topic)

@@ -9,19 +9,18 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.events import EventDecodeError, ReaderPosition
+from streams.kafka.clients import Brokers, client_settings
 
 
 class PositionStore:
-    def __init__(self, producer: AIOKafkaProducer, *, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, kafka: Brokers, topic: str) -> None:
         self._producer = producer
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._topic = topic
 
     async def load(self, reader: str) -> ReaderPosition | None:
         """The last position saved for `reader`, read from the start of the topic to its end."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(**client_settings(self._kafka), enable_auto_commit=False)
         await consumer.start()
         try:
             # The positions topic has a single partition (see streams.kafka.topics).

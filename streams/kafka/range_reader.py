@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka.clients import Brokers, client_settings
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -19,14 +21,14 @@ class Record:
 
 
 class RangeReader:
-    def __init__(self, *, bootstrap_servers: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, *, kafka: Brokers) -> None:
+        self._kafka = kafka
 
     async def __call__(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
         """Records with start <= offset < stop (fewer if retention already deleted some)."""
         # earliest: a start that retention already removed moves to the oldest record left.
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+            **client_settings(self._kafka), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         await consumer.start()
         try:

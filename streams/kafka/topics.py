@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config.topology import KafkaSettings
+from streams.kafka.clients import client_settings
 from streams.processors.stages import EngineTopics
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def topic_specs(kafka: KafkaSettings, app_id: str | None = None) -> tuple[TopicS
 async def ensure_topics(kafka: KafkaSettings, app_id: str | None = None) -> None:
     """Create whichever of idsync's topics are missing (with `app_id`, the engine's too);
     existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id=kafka.client_id)
+    admin = AIOKafkaAdminClient(**client_settings(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -25,6 +25,7 @@ from faust.types import TP
 from streams.config.metaverse import engine_settings
 from streams.config.topology import Topology
 from streams.events import Heartbeat
+from streams.kafka.clients import broker_credentials
 from streams.kafka.dead_letters import DeadLetter
 from streams.kafka.lag import lag_probe
 from streams.kafka.offset_commits import ProcessedOffsetCommitter
@@ -48,6 +49,8 @@ def create_app(topology: Topology) -> faust.App:
     app = faust.App(
         topology.streams.app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker_client_id=kafka.client_id,
+        broker_credentials=broker_credentials(kafka.security),
         store="memory://",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
@@ -96,7 +99,7 @@ def create_app(topology: Topology) -> faust.App:
 
     async def start_offset(topic: str, partition: int) -> int:
         if (topic, partition) not in unclaimed_start_offsets:
-            async with lag_probe(kafka.bootstrap_servers) as probe:
+            async with lag_probe(kafka) as probe:
                 for name in topics.consumed():
                     positions = await probe.positions(topology.streams.app_id, name)
                     unclaimed_start_offsets.update({(name, p): offset for p, offset in positions.items()})
@@ -106,7 +109,7 @@ def create_app(topology: Topology) -> faust.App:
         handle=engine.process,
         dead_letter=dead_letter,
         start_offset=start_offset,
-        read_range=RangeReader(bootstrap_servers=kafka.bootstrap_servers),
+        read_range=RangeReader(kafka=kafka),
     )
 
     async def commit_offsets(offsets: dict[tuple[str, int], int]) -> bool:

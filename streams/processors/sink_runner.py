@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from streams.config.topology import Topics
 from streams.contracts import Blocked, ContactWriter, NeedsAttention, PermanentError, RetriableError
 from streams.events import ContactState, EventDecodeError
+from streams.kafka.clients import Brokers
 from streams.kafka.compacted import latest_values
 from streams.kafka.dead_letters import DeadLetter
 from streams.metaverse_events import Conflict
@@ -46,10 +47,10 @@ def dn_conflict_id(anchor: str) -> str:
     return f"dn:{anchor}"
 
 
-async def open_dn_conflicts(bootstrap_servers: str, conflicts_topic: str) -> dict[str, Conflict]:
+async def open_dn_conflicts(kafka: Brokers, conflicts_topic: str) -> dict[str, Conflict]:
     """The dn-taken conflicts open on the conflicts topic, by conflict id."""
     found = {}
-    for value in (await latest_values(bootstrap_servers, conflicts_topic)).values():
+    for value in (await latest_values(kafka, conflicts_topic)).values():
         try:
             conflict = Conflict.from_bytes(value)
         except EventDecodeError:

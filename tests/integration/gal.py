@@ -155,7 +155,7 @@ class GalDeployment:
 
         def settled() -> bool:
             for group, topic in groups:
-                lags[group, topic] = asyncio.run(consumer_lag(kafka.bootstrap_servers, group, topic))
+                lags[group, topic] = asyncio.run(consumer_lag(kafka, group, topic))
             return not any(sum(lag.values()) for lag in lags.values())
 
         try:
@@ -173,11 +173,13 @@ def write_topology(
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
     metaverse: Mapping[str, object] | None = None,
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
+    kafka_settings: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`.
 
     `change_capture` overrides change-capture settings per directory key (e.g. "forest_a"),
-    `forest_settings` other keys of a forest (e.g. its url and tls).
+    `forest_settings` other keys of a forest (e.g. its url and tls), `kafka_settings` keys of
+    the kafka section (e.g. bootstrap_servers and security_protocol).
     """
     env, forests = {}, []
     central_base = f"ou={name},{directories['central'].suffix}"
@@ -213,7 +215,7 @@ def write_topology(
                 "conflicts": f"{name}.conflicts",
                 "held_deletes": f"{name}.held-deletes",
             },
-        },
+        } | dict(kafka_settings or {}),
         "streams": {"app_id": name, "commit_interval_seconds": 0.2} | streams,
         "forests": forests,
         "contacts": {
@@ -243,13 +245,15 @@ def deploy(
     change_capture: Mapping[str, Mapping[str, object]] | None = None,
     metaverse: Mapping[str, object] | None = None,
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
+    kafka_settings: Mapping[str, object] | None = None,
     **streams: object,
 ) -> GalDeployment:
     """`streams` overrides settings of the topology's streams section for this deployment;
     `change_capture` those of a forest's change capture, by directory key; `metaverse` is the
-    topology's metaverse section; `forest_settings` other keys of a forest, by directory key."""
+    topology's metaverse section; `forest_settings` other keys of a forest, by directory key;
+    `kafka_settings` keys of the kafka section."""
     path, env = write_topology(
-        workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings
+        workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings, kafka_settings
     )
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env

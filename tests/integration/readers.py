@@ -357,7 +357,7 @@ class SourceUnderTest:
             cleanup.push_async_callback(producer.stop)
             reader = make_reader(self.forest)
             cleanup.push_async_callback(reader.close)
-            positions = PositionStore(producer, bootstrap_servers=self.kafka.bootstrap_servers, topic=self.kafka.topics.positions)
+            positions = PositionStore(producer, kafka=self.kafka, topic=self.kafka.topics.positions)
             runner = SourceRunner(
                 reader, producer=producer, positions=positions, topics=self.kafka.topics, kinds=self.forest.object_kinds
             )

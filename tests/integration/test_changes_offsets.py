@@ -42,7 +42,7 @@ async def delete_records_before(broker: KafkaBroker, topic: str, offset: int) ->
 
 async def test_a_range_reads_exactly_its_records(kafka_broker: KafkaBroker, unique_name: str) -> None:
     await topic_with_records(kafka_broker, unique_name, 10)
-    records = await RangeReader(bootstrap_servers=kafka_broker.bootstrap_servers)(unique_name, 0, 3, 7)
+    records = await RangeReader(kafka=kafka_broker.bootstrap_servers)(unique_name, 0, 3, 7)
     assert [(r.offset, r.key, r.value, r.partition, r.topic) for r in records] == [
         (n, b"k%d" % n, b"v%d" % n, 0, unique_name) for n in range(3, 7)
     ]
@@ -51,7 +51,7 @@ async def test_a_range_reads_exactly_its_records(kafka_broker: KafkaBroker, uniq
 async def test_a_range_that_retention_cut_returns_the_records_left(kafka_broker: KafkaBroker, unique_name: str) -> None:
     await topic_with_records(kafka_broker, unique_name, 10)
     await delete_records_before(kafka_broker, unique_name, 5)
-    records = await RangeReader(bootstrap_servers=kafka_broker.bootstrap_servers)(unique_name, 0, 2, 8)
+    records = await RangeReader(kafka=kafka_broker.bootstrap_servers)(unique_name, 0, 2, 8)
     assert [r.offset for r in records] == [5, 6, 7]
 
 
