@@ -73,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     errors.add_argument("--follow", action="store_true", help="after the list, print each new one until interrupted")
     errors.add_argument("--again", action="store_true", help="replay also those replayed before")
 
+    resync = commands.add_parser(
+        "resync",
+        help="make the central forest match the metaverse again, from Kafka's compacted contact states "
+        "(no source directory is read)",
+    )
+    resync.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    resync.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
+    resync.add_argument("--forest", metavar="NAME", help="only the contacts of this user forest")
+
     args = parser.parse_args(argv)
     if args.command == "deletes" and args.verdict and (args.held or args.json):
         deletes.error(f"--held and --json list the held deletes; they do not go with {args.verdict}")
@@ -100,10 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         return _lag(topology, args)
     if args.command == "errors":
         return _errors(topology, args, errors)
+    if args.command == "resync":
+        return _resync(topology, args, resync)
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return run_demo(topology, workdir=args.workdir)
+
+
+def _resync(topology: Topology, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from idsync.resync import run_resync
+
+    if args.forest and args.forest not in {forest.name for forest in topology.user_forests}:
+        parser.error(f"--forest {args.forest}: not a user forest of the topology")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_resync(topology, dry_run=args.dry_run, forest=args.forest)
 
 
 def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_delete: bool) -> int:

@@ -62,6 +62,18 @@ class LdapContactWriter:
                     results.append(PermanentError(f"anchor {state.anchor!r}: {exc}"))
             return results
 
+    def managed_contacts(self, attributes: Sequence[str]) -> list[Entry]:
+        """Every contact in the central forest that carries a person's anchor (a resync compares
+        them with the desired states), with `attributes` read."""
+        with self._session.connection() as connection:
+            entries = connection.extend.standard.paged_search(
+                self._central.base_dn, f"({ANCHOR_ATTRIBUTE}=*)", search_scope=SUBTREE,
+                dereference_aliases=DEREF_NEVER, attributes=[ANCHOR_ATTRIBUTE, "objectClass", *attributes],
+                generator=False,
+            )
+            found = [Entry.from_raw(e["dn"], e["raw_attributes"]) for e in entries if e.get("type") == "searchResEntry"]
+        return [entry for entry in found if entry.anchor is not None]
+
     def close(self) -> None:
         self._session.close()
 

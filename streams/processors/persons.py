@@ -41,6 +41,9 @@ _BREAKER = b"__breaker__"
 _HELD_PREFIX = b"held/"
 # Person.exported holds the fingerprint of the last present state sent, or one of these.
 ABSENT, REJECTED, PENDING = "absent", "delete-rejected", "delete-pending:"
+# Starts the id of a delete a resync asks for (idsync/resync.py): a contact found in the central
+# forest for a person who wants none, whatever the person last exported.
+RESYNC_PREFIX = "resync:"
 # Ends the id of a request that must be held whatever the window (kept in the id, so a request
 # sent again after a crash is held again).
 HELD_SUFFIX = "#hold"
@@ -105,6 +108,12 @@ class PersonStage:
         self._c.persons[key] = person.to_bytes()
 
     async def _decided(self, person: Person, decision: DeleteDecision, partition: int) -> None:
+        if decision.request_id.startswith(RESYNC_PREFIX):
+            # A resync found this person's contact in the central forest though it wants none.
+            if decision.approved and not desired_contact(person, self._s.gal).present:
+                absent = ContactState(anchor=person.person_id, present=False, container_dn="")
+                await self._c.send(self._s.topics.contacts, person.person_id.encode(), absent.to_bytes())
+            return
         if person.exported != PENDING + decision.request_id:
             return  # the person wants a contact again, or this answer came twice
         if desired_contact(person, self._s.gal).present:
