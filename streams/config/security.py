@@ -208,3 +208,53 @@ def _sasl(sec: Section, base_dir: Path | None) -> SaslSettings:
         username=sec.text("username", check=NOT_EMPTY),
         password=secret(sec, base_dir),
     )
+
+
+METRICS_AUTH_KEYS = ("username", "password_env", "password_file", "bearer_token_file")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsAuth:
+    """Who may read the metrics endpoint: HTTP basic auth as `username` with the password, or a
+    bearer token (the secret is then the token, from a file). Read at each request, so a rotated
+    secret applies at once."""
+
+    username: str | None
+    secret: Secret
+
+    @property
+    def scheme(self) -> str:
+        return "Basic" if self.username is not None else "Bearer"
+
+
+def metrics_auth(sec: Section, base_dir: Path | None) -> MetricsAuth | None:
+    """The metrics section's `auth`: username with password_env or password_file, or
+    bearer_token_file."""
+    if not sec.given("auth"):
+        return None
+    auth = sec.child("auth", METRICS_AUTH_KEYS)
+    if auth.broken:
+        return None
+    token = _file_name(auth, "bearer_token_file", base_dir)
+    if token is not None:
+        for key in ("username", "password_env", "password_file"):
+            if auth.given(key):
+                auth.error(key, "basic auth or a bearer token, not both")
+        return MetricsAuth(username=None, secret=Secret(file=token))
+    if not auth.given("username"):
+        auth.error(None, "set username with password_env or password_file (basic auth), or bearer_token_file")
+        return None
+    username = auth.text("username", check=_BASIC_USERNAME)
+    password = secret(auth, base_dir)
+    return MetricsAuth(username=username, secret=password) if username and password else None
+
+
+def _file_name(sec: Section, key: str, base_dir: Path | None) -> Path | None:
+    """A secret's file, relative to the topology's directory; read when it is needed, not now."""
+    name = sec.text(key, None, check=NOT_EMPTY)
+    if name is None:
+        return None
+    return base_dir / name if base_dir is not None else Path(name)
+
+
+_BASIC_USERNAME = rule(lambda value: value and ":" not in value, "must not be empty or contain ':' (HTTP basic auth)")

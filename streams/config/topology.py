@@ -37,9 +37,11 @@ from streams.config.security import (
     KAFKA_SECURITY_KEYS,
     KafkaSecurity,
     LdapTls,
+    MetricsAuth,
     Secret,
     kafka_security,
     ldap_tls,
+    metrics_auth,
     secret,
 )
 from streams.rules.templates import Template, TemplateError, is_attribute_name
@@ -55,6 +57,8 @@ ROLES: tuple[Role, ...] = ("user", "central")
 CHANGE_CAPTURE_MODES = ("accesslog-poll", "accesslog-sync", "ad-dirsync", "ad-usn-poll", "generic-poll")
 DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
 DEFAULT_OBJECT_KINDS = frozenset({ObjectKind.USER, ObjectKind.GROUP, ObjectKind.CONTACT})
+# Only this machine can reach the metrics unless the topology says otherwise.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors",
                   "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes"}
@@ -146,10 +150,12 @@ class ContactPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsSettings:
-    """Where the worker serves Prometheus metrics (GET /metrics)."""
+    """Where the worker serves Prometheus metrics (GET /metrics), and who may read them."""
 
     host: str
     port: int
+    # None: anyone who reaches host:port (by default only this machine: 127.0.0.1).
+    auth: MetricsAuth | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,7 +232,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         contacts=contacts,
         metaverse=metaverse(top.child("metaverse", METAVERSE_KEYS), user_forests, central),
         source=source,
-        metrics=_metrics(top.child("metrics", ("listen",))) if top.given("metrics") else None,
+        metrics=_metrics(top.child("metrics", ("listen", "auth")), base_dir) if top.given("metrics") else None,
     )
     if errors:
         raise TopologyError(errors, source=source)
@@ -361,10 +367,10 @@ def _wake_on_change_notification(capture: Section, mode: str | None) -> bool:
     return bool(wake)
 
 
-def _metrics(sec: Section) -> MetricsSettings:
-    listen = sec.text("listen", check=_listen_problem)
+def _metrics(sec: Section, base_dir: Path | None) -> MetricsSettings:
+    listen = sec.text("listen", DEFAULT_METRICS_LISTEN, check=_listen_problem)
     host, _, port = (listen or ":0").rpartition(":")
-    return MetricsSettings(host=host.strip("[]"), port=int(port))
+    return MetricsSettings(host=host.strip("[]"), port=int(port), auth=metrics_auth(sec, base_dir))
 
 
 def _object_kinds(sec: Section) -> frozenset[ObjectKind]:

@@ -1,13 +1,18 @@
 """Prometheus metrics of a worker process, and the HTTP endpoint that serves them.
 
 Metrics are process-wide, like loggers: each component updates its own labelled series, and the
-endpoint (``metrics.listen`` in topology.yaml) serves them all from the worker's event loop.
+endpoint (``metrics.listen`` in topology.yaml, 127.0.0.1:9464 by default) serves them all from the
+worker's event loop. With ``metrics.auth`` a scrape needs HTTP basic auth or a bearer token.
 Consumer lag is read from Kafka at each scrape, so it is exactly as fresh as the scrape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -16,7 +21,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from streams.config.topology import MetricsSettings
+from streams.config.security import MetricsAuth
+from streams.config.topology import MetricsSettings, TopologyError
 from streams.kafka.lag import LagProbe
 from streams.monitoring.outages import describe_error
 
@@ -85,12 +91,19 @@ class LagMetrics:
 
 
 async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
-    """Serve GET /metrics until cancelled."""
+    """Serve GET /metrics until cancelled; with settings.auth, only to a scrape that proves it."""
     render = make_aiohttp_handler(REGISTRY)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        if settings.auth is not None and not _authorized(request, settings.auth):
+            return web.Response(status=401, text="unauthorized\n",
+                                headers={"WWW-Authenticate": f'{settings.auth.scheme} realm="idsync metrics"'})
         await lag.refresh()
         return await render(request)
+
+    if settings.auth is None and not _loopback(settings.host):
+        log.warning("metrics endpoint open to the network without authentication host=%s: anyone who reaches "
+                    "it reads idsync's forest names, group ids and topics; set metrics.auth", settings.host)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -98,7 +111,36 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
-        log.info("metrics endpoint listening url=http://%s:%d/metrics", settings.host, settings.port)
+        log.info("metrics endpoint listening url=http://%s:%d/metrics auth=%s", settings.host, settings.port,
+                 settings.auth.scheme.lower() if settings.auth else "none")
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def _authorized(request: web.Request, auth: MetricsAuth) -> bool:
+    """The request's Authorization header carries the configured credentials (compared in
+    constant time). The secret is read now: a rotated one applies at the next scrape."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != auth.scheme.lower():
+        return False
+    try:
+        secret = auth.secret.reveal()
+    except TopologyError as exc:
+        log.error("metrics credentials unreadable, every scrape refused error=%r", str(exc))
+        return False
+    given, expected = credentials.strip(), secret
+    if auth.username is not None:
+        try:
+            given = base64.b64decode(given, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        expected = f"{auth.username}:{secret}"
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -25,11 +25,12 @@ def test_metrics_listen_must_be_host_and_port(listen):
     ]
 
 
-def test_metrics_section_needs_listen_and_nothing_else():
-    assert errors(config(metrics={"port": 9464})) == [
-        "metrics.port: unknown key",
-        "metrics.listen: required key is missing",
-    ]
+def test_metrics_listen_only_on_this_machine_unless_configured():
+    assert parse_topology(config(metrics={})).metrics == MetricsSettings(host="127.0.0.1", port=9464)
+
+
+def test_metrics_section_takes_listen_and_auth_only():
+    assert errors(config(metrics={"port": 9464})) == ["metrics.port: unknown key"]
     assert errors(config(metrics="127.0.0.1:9464")) == ["metrics: expected a mapping, got a string"]
 
 
