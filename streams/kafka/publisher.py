@@ -19,6 +19,7 @@ from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, ReaderCaughtUp, SnapshotMarker, SnapshotPhase
 from streams.kafka.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
 from streams.monitoring.metrics import CHANGES_PUBLISHED
+from streams.rules.secrets import scrub_record, without_secrets
 
 log = logging.getLogger(__name__)
 
@@ -150,37 +151,10 @@ class ChangePublisher:
             stage="reader",
             reason=record.reason,
             key=None,
-            value=record.raw[:MAX_DEAD_LETTER_BYTES],
+            # Readers keep the record as they read it: its secrets go before it goes anywhere.
+            value=scrub_record(record.raw)[:MAX_DEAD_LETTER_BYTES],
             forest=self._forest,
             source_position=record.position,
         )
         letter.log()
         return await self._producer.send(self._topics.errors, value=letter.value, headers=letter.headers())
-
-
-# Password hashes and keys: no sync needs them, and a topic is read by more people and kept
-# longer than a directory's protected attributes (compared without options such as ;base64).
-SECRET_ATTRIBUTES = frozenset(
-    name.lower()
-    for name in (
-        "userPassword", "authPassword", "pwdHistory", "unicodePwd", "dBCSPwd", "ntPwdHistory", "lmPwdHistory",
-        "supplementalCredentials", "msDS-ManagedPassword", "sambaNTPassword", "sambaLMPassword",
-        "sambaPasswordHistory", "krbPrincipalKey", "userPKCS12",
-    )
-)
-
-
-def without_secrets(change: DirectoryChange) -> DirectoryChange:
-    """The change without any value or modification of a secret attribute."""
-    def secret(name: str) -> bool:
-        return name.split(";", 1)[0].lower() in SECRET_ATTRIBUTES
-
-    if not any(secret(name) for name in change.attributes) and not any(
-        secret(modification.attribute) for modification in change.modifications
-    ):
-        return change
-    return replace(
-        change,
-        attributes={name: values for name, values in change.attributes.items() if not secret(name)},
-        modifications=tuple(m for m in change.modifications if not secret(m.attribute)),
-    )
