@@ -119,7 +119,7 @@ def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
         connection.open(read_server_info=False)
     except ldap_errors.LDAPCommunicationError:
         if tls.failure is not None:
-            raise refusal(forest, tls.failure) from None
+            raise refusal(forest, tls.failure, files=tls.files_failed) from None
         raise
     if forest.encryption != "starttls":
         return
@@ -129,7 +129,7 @@ def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
         raise starttls_refused(forest, f"{exc.description}: {exc.message}") from None
     except ldap_errors.LDAPException as exc:
         if tls.failure is not None:
-            raise refusal(forest, tls.failure) from None
+            raise refusal(forest, tls.failure, files=tls.files_failed) from None
         if isinstance(exc, ldap_errors.LDAPStartTLSError) and not isinstance(exc, OSError):
             raise starttls_refused(forest, str(exc)) from None
         raise

@@ -55,12 +55,15 @@ class VerifiedTls(Tls):
         self._tls = forest.tls
         self._hostname = urlsplit(forest.url).hostname
         self.failure: OSError | None = None
+        # The failure was in reading the CA, certificate or key files, not in the handshake.
+        self.files_failed = False
 
     def wrap_socket(self, connection, do_handshake: bool = False) -> None:
         try:
             context = ssl_context(self._tls)
-        except OSError as exc:  # a file missing, unreadable or not PEM
-            self.failure = self.failure or exc
+        except OSError as exc:  # a file missing, unreadable, not PEM, or a key not the certificate's
+            if self.failure is None:
+                self.failure, self.files_failed = exc, True
             raise
         try:
             connection.socket = context.wrap_socket(
@@ -73,14 +76,16 @@ class VerifiedTls(Tls):
             raise
 
 
-def refusal(forest: Forest, exc: OSError) -> NeedsAttention:
-    """The error for a TLS connection that failed for a reason a person must mend."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+def refusal(forest: Forest, exc: OSError, *, files: bool = False) -> NeedsAttention:
+    """The error for a TLS connection that failed for a reason a person must mend; `files`: while
+    reading the CA, certificate or key files."""
+    if files:
+        what = "TLS files not usable"
+        reason = str(exc) if isinstance(exc, ssl.SSLError) else f"{exc.strerror}: {exc.filename}"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
         what, reason = "certificate not accepted", exc.verify_message or str(exc)
-    elif isinstance(exc, ssl.SSLError):
-        what, reason = "TLS handshake failed", str(exc)
     else:
-        what, reason = "TLS files not usable", f"{exc.strerror}: {exc.filename}"
+        what, reason = "TLS handshake failed", str(exc)
     return NeedsAttention(f"forest {forest.name}: {what} ({forest.encryption} to {forest.url}): {reason}; "
                           "the bind was not sent")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from connectors.ldap import tls as ldap_tls
+from idsync.rig.pki import TestCA
+from streams.kafka import clients as kafka_clients
 from streams.config.security import LdapTls, TlsFiles
 from streams.config.topology import parse_topology
 from tests.unit.test_topology import config, errors
@@ -129,4 +131,21 @@ def test_refusals_name_the_forest_and_the_reason():
     )
     assert str(ldap_tls.starttls_refused(forest, "unavailable: TLS not configured")).startswith(
         "forest forest-a: StartTLS refused by ldaps://a.example:636: unavailable: TLS not configured;"
+    )
+
+
+def test_a_client_certificate_is_loaded_and_a_key_of_another_certificate_is_a_clear_refusal(tmp_path: Path):
+    ca = TestCA(tmp_path / "ca").create()
+    client, other = ca.issue("client"), ca.issue("other")
+    ldap_tls.ssl_context(LdapTls(files=TlsFiles(ca_file=ca.cert, cert_file=client.cert, key_file=client.key)))
+    kafka_clients.ssl_context(TlsFiles(ca_file=ca.cert, cert_file=client.cert, key_file=client.key))
+
+    forest = _forest("ldaps://127.0.0.1:1", {"ca_file": str(ca.cert), "cert_file": str(client.cert),
+                                               "key_file": str(other.key)})
+    tls = ldap_tls.VerifiedTls(forest)
+    with pytest.raises(ssl.SSLError):
+        tls.wrap_socket(None, do_handshake=True)
+    assert tls.files_failed
+    assert str(ldap_tls.refusal(forest, tls.failure, files=True)).startswith(
+        "forest forest-a: TLS files not usable (ldaps to ldaps://127.0.0.1:1): [X509: KEY_VALUES_MISMATCH]"
     )
