@@ -174,6 +174,7 @@ def write_topology(
     metaverse: Mapping[str, object] | None = None,
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
     kafka_settings: Mapping[str, object] | None = None,
+    metrics: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`.
 
@@ -231,6 +232,8 @@ def write_topology(
     }
     if metaverse:
         document["metaverse"] = dict(metaverse)
+    if metrics is not None:
+        document["metrics"] = dict(metrics)
     path = workdir / "topology.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path, env
@@ -246,14 +249,16 @@ def deploy(
     metaverse: Mapping[str, object] | None = None,
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
     kafka_settings: Mapping[str, object] | None = None,
+    metrics: Mapping[str, object] | None = None,
     **streams: object,
 ) -> GalDeployment:
     """`streams` overrides settings of the topology's streams section for this deployment;
     `change_capture` those of a forest's change capture, by directory key; `metaverse` is the
     topology's metaverse section; `forest_settings` other keys of a forest, by directory key;
-    `kafka_settings` keys of the kafka section."""
+    `kafka_settings` keys of the kafka section; `metrics` the metrics section."""
     path, env = write_topology(
-        workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings, kafka_settings
+        workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings, kafka_settings,
+        metrics,
     )
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env

@@ -4,11 +4,13 @@ with the forests over verified TLS too; wrong Kafka credentials end the worker w
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from idsync.rig import KafkaBroker
+from idsync.rig.ports import free_port
 from streams.config.metaverse import engine_settings
 from streams.kafka.compacted import latest_values
 from tests.integration.gal import GalDeployment, deploy, eventually
@@ -39,9 +41,11 @@ def test_the_whole_pipeline_runs_over_sasl_ssl_with_scram(
 ) -> None:
     password = secure_kafka_broker.sasl_ssl.users["idsync"]
     (secret := tmp_path / "kafka-password").write_text(password + "\n")
+    metrics_port = free_port()
     gal = deploy(tmp_path, unique_name, secure_kafka_broker, secure_directories._asdict(),
                  forest_settings=verified(secure_directories, test_ca),
-                 kafka_settings=sasl_ssl(secure_kafka_broker, secret, test_ca.cert, mechanism="SCRAM-SHA-512"))
+                 kafka_settings=sasl_ssl(secure_kafka_broker, secret, test_ca.cert, mechanism="SCRAM-SHA-512"),
+                 metrics={"listen": f"127.0.0.1:{metrics_port}"})
     deployments.append(gal)
     ada = gal.add_user("forest_a", "ada", displayName="Ada", mail="ada@a.test")
     gal.start_worker()
@@ -67,6 +71,11 @@ def test_the_whole_pipeline_runs_over_sasl_ssl_with_scram(
                   gal.topology.kafka.topics.positions}:
         values = asyncio.run(latest_values(gal.topology.kafka, topic))
         assert not [s for s in secrets if any(s.encode() in (value or b"") for value in values.values())], topic
+    # Nor does anything the metrics endpoint serves.
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        served = response.read().decode()
+    assert "idsync_reader_up" in served
+    assert not [s for s in secrets if s in served] and "PRIVATE KEY" not in served
     # The plaintext listener of the same broker saw the topics too: the SASL_SSL listener is the same cluster.
     assert asyncio.run(latest_values(secure_kafka_broker.bootstrap_servers, gal.topology.kafka.topics.contacts))
 
