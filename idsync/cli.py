@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import asyncio
 import logging
 import sys
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     resync.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
     resync.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
     resync.add_argument("--forest", metavar="NAME", help="only the contacts of this user forest")
+    resync.add_argument("--to-datetime", metavar="T", type=_moment,
+                        help="the contact states as they were at T (ISO 8601, UTC unless it says); stop the worker "
+                             "first, or it puts its current ones back")
 
     args = parser.parse_args(argv)
     if args.command == "deletes" and args.verdict and (args.held or args.json):
@@ -117,13 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_demo(topology, workdir=args.workdir)
 
 
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date and time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def _resync(topology: Topology, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from idsync.resync import run_resync
 
     if args.forest and args.forest not in {forest.name for forest in topology.user_forests}:
         parser.error(f"--forest {args.forest}: not a user forest of the topology")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run_resync(topology, dry_run=args.dry_run, forest=args.forest)
+    return run_resync(topology, dry_run=args.dry_run, forest=args.forest, as_of=args.to_datetime)
 
 
 def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_delete: bool) -> int:
@@ -151,8 +163,6 @@ def _lag(topology: Topology, args: argparse.Namespace) -> int:
 
 
 def _errors(topology: Topology, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from datetime import datetime, timezone
-
     from idsync import errors
 
     try:

@@ -124,9 +124,10 @@ class Progress:
             log.info(line)
 
 
-def read_desired(topology: Topology) -> tuple[dict[str, ContactState], int]:
-    """Each person's latest contact state, and how many records could not be decoded."""
-    values = asyncio.run(latest_values(topology.kafka, topology.kafka.topics.contacts))
+def read_desired(topology: Topology, as_of: datetime | None = None) -> tuple[dict[str, ContactState], int]:
+    """Each person's latest contact state (as of `as_of`), and how many records could not be decoded."""
+    until_ms = int(as_of.timestamp() * 1000) if as_of is not None else None
+    values = asyncio.run(latest_values(topology.kafka, topology.kafka.topics.contacts, until_ms=until_ms))
     desired, undecodable = {}, 0
     for value in values.values():
         try:
@@ -138,8 +139,13 @@ def read_desired(topology: Topology) -> tuple[dict[str, ContactState], int]:
     return desired, undecodable
 
 
-def run_resync(topology: Topology, *, dry_run: bool, forest: str | None = None, out: TextIO = sys.stdout) -> int:
-    desired, undecodable = read_desired(topology)
+def run_resync(
+    topology: Topology, *, dry_run: bool, forest: str | None = None, as_of: datetime | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """`as_of`: the contact states as they were then (with the worker stopped: a running worker
+    puts its current states back, as it does after any hand edit)."""
+    desired, undecodable = read_desired(topology, as_of)
     attributes = sorted({name for state in desired.values() for name in state.managed_attributes})
     writer = LdapContactWriter(topology.central)
     try:

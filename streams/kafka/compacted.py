@@ -8,10 +8,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.kafka.clients import Brokers, client_settings
 
 
-async def latest_values(kafka: Brokers, topic: str) -> dict[bytes | None, bytes]:
+async def latest_values(kafka: Brokers, topic: str, *, until_ms: int | None = None) -> dict[bytes | None, bytes]:
     """Each key's latest value, read from the start of every partition to the end offsets it has
     now; a key whose latest record is a tombstone is left out. A topic that does not exist yet
-    reads as empty (and is not created by reading it)."""
+    reads as empty (and is not created by reading it). `until_ms`: as of that time (records with a
+    later timestamp are left out); compaction may already have removed a key's older values."""
     partitions = [TopicPartition(topic, p) for p in await _partitions(kafka, topic)]
     if not partitions:
         return {}
@@ -31,7 +32,7 @@ async def latest_values(kafka: Brokers, topic: str) -> dict[bytes | None, bytes]
                 break
             for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
                 for record in records:
-                    if record.offset >= ends[tp]:
+                    if record.offset >= ends[tp] or (until_ms is not None and record.timestamp > until_ms):
                         continue
                     if record.value is None:
                         values.pop(record.key, None)

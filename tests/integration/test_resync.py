@@ -3,7 +3,9 @@ again from the compacted contact states, without reading any source directory.""
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,13 @@ def test_resync_restores_wiped_and_wrong_contacts_deletes_extra_ones_and_then_wr
 
     again = resync(gal, topology)
     assert "unchanged 6, created 0, corrected 0, delete requests 0" in again
+
+    # As of a moment before a change: the plan puts the older value back.
+    before_change = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    gal.modify("forest_a", f"uid=bob,{gal.people('forest_a')}", displayName="Robert")
+    eventually(lambda: gal.contacts().get(f"cn=bob,{ou_a}", {}).get("displayname") == ["Robert"], timeout=10,
+               what="the change synced")
+    gal.stop_workers()
+    as_of = resync(gal, topology, "--dry-run", "--to-datetime", before_change.isoformat())
+    assert "would create 0, correct 1, delete 0; unchanged 5" in as_of and f"cn=bob,{ou_a}" in as_of
