@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     resync.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
     resync.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
     resync.add_argument("--forest", metavar="NAME", help="only the contacts of this user forest")
+    resync.add_argument("--rebuild", action="store_true",
+                        help="first have the running worker derive every contact again with the rules in force "
+                             "(after a change of templates, precedence or export kinds)")
     resync.add_argument("--to-datetime", metavar="T", type=_moment,
                         help="the contact states as they were at T (ISO 8601, UTC unless it says); stop the worker "
                              "first, or it puts its current ones back")
@@ -135,7 +138,9 @@ def _resync(topology: Topology, args: argparse.Namespace, parser: argparse.Argum
     if args.forest and args.forest not in {forest.name for forest in topology.user_forests}:
         parser.error(f"--forest {args.forest}: not a user forest of the topology")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run_resync(topology, dry_run=args.dry_run, forest=args.forest, as_of=args.to_datetime)
+    if args.rebuild and args.to_datetime:
+        parser.error("--rebuild derives the contacts of now; it does not go with --to-datetime")
+    return run_resync(topology, dry_run=args.dry_run, forest=args.forest, as_of=args.to_datetime, rebuild=args.rebuild)
 
 
 def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_delete: bool) -> int:

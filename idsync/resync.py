@@ -28,7 +28,8 @@ from streams.config.topology import Topology
 from streams.contracts import Blocked, PermanentError
 from streams.events import ContactState, EventDecodeError
 from streams.kafka.compacted import latest_values
-from streams.metaverse_events import DeleteRequest
+from streams.kafka.lag import consumer_lag
+from streams.metaverse_events import DeleteRequest, ExportAll
 from streams.processors.persons import RESYNC_PREFIX
 from streams.rules.dn import is_below
 
@@ -141,10 +142,13 @@ def read_desired(topology: Topology, as_of: datetime | None = None) -> tuple[dic
 
 def run_resync(
     topology: Topology, *, dry_run: bool, forest: str | None = None, as_of: datetime | None = None,
-    out: TextIO = sys.stdout,
+    rebuild: bool = False, out: TextIO = sys.stdout,
 ) -> int:
     """`as_of`: the contact states as they were then (with the worker stopped: a running worker
-    puts its current states back, as it does after any hand edit)."""
+    puts its current states back, as it does after any hand edit). `rebuild`: first have the
+    running worker derive every person's contact again with the rules in force."""
+    if rebuild and not dry_run:
+        asyncio.run(_rebuild(topology, out))
     desired, undecodable = read_desired(topology, as_of)
     attributes = sorted({name for state in desired.values() for name in state.managed_attributes})
     writer = LdapContactWriter(topology.central)
@@ -222,6 +226,36 @@ def _request_deletes(topology: Topology, extra: Sequence[Entry], summary: Summar
     asyncio.run(_send(topology, requests))
     summary.deletes_requested = len(requests)
     summary.held = len(requests) if hold else 0
+
+
+async def _rebuild(topology: Topology, out: TextIO, timeout: float = 300.0) -> None:
+    """Every person partition derives its persons' contacts again (ExportAll); returns once the
+    worker and the contact writer have processed everything up to then."""
+    from idsync.runtime import contact_writer_group, producer_for
+
+    topics = engine_settings(topology).topics
+    producer = producer_for(topology.kafka)
+    await producer.start()
+    try:
+        request = ExportAll(requested_at=datetime.now(timezone.utc).isoformat()).to_bytes()
+        for partition in sorted(await producer.partitions_for(topics.persons)):
+            await producer.send(topics.persons, key=b"export-all", value=request, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    watched = [(topology.streams.app_id, topic) for topic in topics.consumed()]
+    watched.append((contact_writer_group(topology), topics.contacts))
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = 0
+        for group, topic in watched:
+            behind += sum((await consumer_lag(topology.kafka, group, topic)).values())
+        print(f"rebuild: {behind} records still to process", file=out)
+        if behind == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not catch up within {timeout:.0f}s: is it running?")
+        await asyncio.sleep(1.0)
 
 
 async def _send(topology: Topology, requests: Sequence[DeleteRequest]) -> None:

@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | ``<app_id>-join-claims`` | join key (``email:ada@x.org``) | join-claim, join-resolve, join-probe |
 | ``<app_id>-links`` | source anchor (``forest/object_id``) | join-link, join-probe-answer |
-| ``<app_id>-person-changes`` | person id | connector-state, central-barrier, delete-decision |
+| ``<app_id>-person-changes`` | person id | connector-state, central-barrier, export-all, delete-decision |
 | ``<app_id>-delete-requests`` | person id, always partition 0 | delete-request, delete-withdrawn, delete-verdict |
 
 Each is an orjson object with ``schema`` and ``version`` like every idsync event. Fields added
@@ -174,6 +174,16 @@ class CentralBarrier(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExportAll(_Event):
+    """Sent by `idsync resync --rebuild` to every person partition: every person's contact is
+    derived again with the rules in force (after a change of templates or precedence), and sent
+    where it changed."""
+
+    SCHEMA = "idsync.export-all"
+    requested_at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteRequest(_Event):
     SCHEMA = "idsync.delete-request"
     person: str
@@ -227,7 +237,7 @@ class Conflict(_Event):
 
 
 _KINDS = {kind.SCHEMA: kind for kind in (
-    JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier,
+    JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier, ExportAll,
     DeleteRequest, DeleteWithdrawn, DeleteVerdict, DeleteDecision,
 )}
 

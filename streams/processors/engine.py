@@ -17,6 +17,7 @@ from streams.metaverse_events import (
     DeleteRequest,
     DeleteVerdict,
     DeleteWithdrawn,
+    ExportAll,
     JoinClaim,
     JoinLink,
     JoinProbe,
@@ -83,6 +84,6 @@ class MetaverseEngine:
 _EXPECTED = {
     "joins": (JoinClaim, JoinResolve, JoinProbe),
     "links": (JoinLink, ProbeAnswer),
-    "persons": (ConnectorState, CentralBarrier, DeleteDecision),
+    "persons": (ConnectorState, CentralBarrier, ExportAll, DeleteDecision),
     "deletes": (DeleteRequest, DeleteWithdrawn, DeleteVerdict),
 }

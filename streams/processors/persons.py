@@ -28,6 +28,7 @@ from streams.metaverse_events import (
     DeleteRequest,
     DeleteVerdict,
     DeleteWithdrawn,
+    ExportAll,
 )
 from streams.processors.stages import EngineContext, partition_key
 from streams.rules.breaker import BreakerState, admit, decided
@@ -54,9 +55,15 @@ class PersonStage:
         self._c = context
         self._s = context.settings
 
-    async def on_person_event(self, key: bytes, event: ConnectorState | CentralBarrier | DeleteDecision, partition: int) -> None:
+    async def on_person_event(
+        self, key: bytes, event: ConnectorState | CentralBarrier | ExportAll | DeleteDecision, partition: int
+    ) -> None:
         if isinstance(event, CentralBarrier):
             await self._barrier_from(event.from_partition, partition)
+            return
+        if isinstance(event, ExportAll):
+            if self._ready(partition):
+                await self._export_partition(partition, "rebuild requested")
             return
         stored = self._c.persons.get(key)
         person = Person.from_bytes(stored) if stored is not None else Person(person_id=key.decode())
@@ -178,8 +185,12 @@ class PersonStage:
         self._c.persons[marker] = orjson.dumps(sorted(seen))
         if was_ready or len(seen) < self._s.partitions:
             return
+        await self._export_partition(partition, "central barrier passed")
+
+    async def _export_partition(self, partition: int, why: str) -> None:
+        """Every person of the partition: contacts sent where they differ from the last sent."""
         keys = [k for k in list(self._c.persons) if not k.startswith(b"__") and self._c.partition_of(k) == partition]
-        log.info("central barrier passed partition=%d persons=%d: exporting", partition, len(keys))
+        log.info("exporting partition=%d persons=%d reason=%r", partition, len(keys), why)
         for key in keys:
             await self._export(Person.from_bytes(self._c.persons[key]), partition)
 

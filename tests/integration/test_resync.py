@@ -92,3 +92,25 @@ def test_resync_restores_wiped_and_wrong_contacts_deletes_extra_ones_and_then_wr
     gal.stop_workers()
     as_of = resync(gal, topology, "--dry-run", "--to-datetime", before_change.isoformat())
     assert "would create 0, correct 1, delete 0; unchanged 5" in as_of and f"cn=bob,{ou_a}" in as_of
+
+
+def test_resync_rebuild_derives_every_contact_again_after_the_rules_changed(gal: GalDeployment) -> None:
+    wait_until_running(gal)
+    for name in ("ada", "bob"):
+        gal.add_user("forest_a", name, displayName=name.title())
+    eventually(lambda: len(gal.contacts()) == 3, timeout=30, what="three contacts")
+    gal.wait_until_processed()
+    gal.stop_workers()
+    # A new template: nothing changed at any source, so no event would ever bring it.
+    document = yaml.safe_load(gal.topology.source.read_text())
+    document["contacts"]["attributes"]["description"] = "GAL entry of {mail}"
+    gal.topology.source.write_text(yaml.safe_dump(document, sort_keys=False))
+    gal.start_worker()
+    gal.wait_until_processed(timeout=60)
+    assert not any("description" in c for c in gal.contacts().values())
+
+    summary = resync(gal, gal.topology.source, "--rebuild")
+    assert "rebuild: 0 records still to process" in summary
+    contacts = gal.contacts()
+    assert all(c["description"] == [f"GAL entry of {c['mail'][0]}"] for c in contacts.values()) and len(contacts) == 3
+    assert "unchanged 3, created 0, corrected 0" in resync(gal, gal.topology.source)

@@ -394,3 +394,30 @@ async def test_a_contact_written_before_people_were_joined_is_adopted_by_its_per
     await bus.drain()
     [contact] = bus.present()
     assert contact.adopt_dn == "cn=Ada,ou=a,ou=gal,dc=central"
+
+
+async def test_export_all_derives_every_contact_again_with_the_rules_in_force():
+    from dataclasses import replace
+
+    from streams.metaverse_events import ExportAll
+
+    bus = Bus(3)
+    bus.caught_up("central")
+    for n in range(4):
+        bus.change("a", f"u{n}", ChangeOp.ADD, displayName=f"User {n}", mail=f"u{n}@x.org")
+    await bus.drain()
+    sent = len(bus.out["contacts"])
+    request = ExportAll(requested_at="2026-12-04T00:00:00+00:00").to_bytes()
+    for partition in range(PARTITIONS):
+        bus.queues[(TOPICS.persons, partition)].append(Record(b"export-all", request, TOPICS.persons, partition, 0))
+    await bus.drain()
+    assert len(bus.out["contacts"]) == sent  # same rules: nothing changed, nothing sent
+    gal = bus.context.settings.gal
+    new_rules = replace(gal, attributes=(*gal.attributes, ("description", Template.parse("from {mail}"))))
+    bus.context.settings = replace(bus.context.settings, gal=new_rules)
+    bus.engine = MetaverseEngine(bus.context)
+    for partition in range(PARTITIONS):
+        bus.queues[(TOPICS.persons, partition)].append(Record(b"export-all", request, TOPICS.persons, partition, 0))
+    await bus.drain()
+    assert len(bus.out["contacts"]) == sent + 4
+    assert all(c.attributes["description"] == (f"from {c.attributes['mail'][0]}",) for c in bus.present())
