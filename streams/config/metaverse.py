@@ -141,8 +141,10 @@ def _forest_list(
 
 def _delete_breaker(sec: Section) -> DeleteBreaker:
     return DeleteBreaker(
-        limit=sec.integer("limit", DEFAULT_DELETE_LIMIT, minimum=1),
-        window_seconds=sec.number("window_seconds", DEFAULT_DELETE_WINDOW_SECONDS, minimum=0, inclusive=False),
+        limit=sec.integer("limit", DEFAULT_DELETE_LIMIT, minimum=1, maximum=1_000_000),
+        # Up to a week: the breaker's window is held in a table, a longer one is a unit mistaken.
+        window_seconds=sec.number("window_seconds", DEFAULT_DELETE_WINDOW_SECONDS, minimum=0, inclusive=False,
+                                  maximum=7 * 86400),
     )
 
 

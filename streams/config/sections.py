@@ -79,17 +79,21 @@ class Section:
             return None
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int) -> int | None:
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int | None:
+        """An integer from minimum to maximum, both included."""
         value = self.value(key, (int,), "an integer", default)
-        if value is not None and value < minimum:
-            self.error(key, f"must be >= {minimum}, got {value}")
+        if value is not None and not minimum <= value <= maximum:
+            self.error(key, f"must be >= {minimum} and <= {maximum}, got {value}")
             return None
         return value
 
-    def number(self, key: str, default: float, *, minimum: float, inclusive: bool) -> float | None:
+    def number(self, key: str, default: float, *, minimum: float, inclusive: bool, maximum: float) -> float | None:
+        """A number above minimum (or equal to it when `inclusive`) and at most maximum."""
         value = self.value(key, (int, float), "a number", default)
-        if value is not None and not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
-            self.error(key, f"must be {'>=' if inclusive else '>'} {minimum}, got {value}")
+        low_ok = value is not None and (value >= minimum if inclusive else value > minimum)
+        if value is not None and not (math.isfinite(value) and low_ok and value <= maximum):
+            bound = f"{'>=' if inclusive else '>'} {minimum:g} and <= {maximum:g}"
+            self.error(key, f"must be {bound}, got {value}")
             return None
         return None if value is None else float(value)
 

@@ -59,6 +59,10 @@ DEFAULT_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "contact")
 DEFAULT_OBJECT_KINDS = frozenset({ObjectKind.USER, ObjectKind.GROUP, ObjectKind.CONTACT})
 # Only this machine can reach the metrics unless the topology says otherwise.
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+# Upper bounds of numeric settings: beyond them a value is a typo (a unit mistaken, a digit too
+# many), never a deployment. Kafka itself refuses more than 32767 replicas; a cluster rarely has 32.
+MAX_PARTITIONS = 10_000
+MAX_REPLICATION_FACTOR = 32
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors",
                   "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes"}
@@ -256,8 +260,8 @@ def _kafka(sec: Section, base_dir: Path | None) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=sec.text("bootstrap_servers", check=_bootstrap_problem),
         client_id=sec.text("client_id", "idsync", check=NOT_EMPTY),
-        partitions=sec.integer("partitions", 3, minimum=1),
-        replication_factor=sec.integer("replication_factor", 1, minimum=1),
+        partitions=sec.integer("partitions", 3, minimum=1, maximum=MAX_PARTITIONS),
+        replication_factor=sec.integer("replication_factor", 1, minimum=1, maximum=MAX_REPLICATION_FACTOR),
         topics=_topics(sec.child("topics", tuple(DEFAULT_TOPICS))),
         security=kafka_security(sec, base_dir),
     )
@@ -277,11 +281,13 @@ def _topics(sec: Section) -> Topics:
 def _streams(sec: Section) -> StreamsSettings:
     return StreamsSettings(
         app_id=sec.text("app_id", "idsync", check=_KAFKA_NAME),
-        commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False),
-        # Kafka's floor for a group session is 6 s (group.min.session.timeout.ms).
-        session_timeout_seconds=sec.number("session_timeout_seconds", 10.0, minimum=6, inclusive=True),
-        sweep_max_fraction=sec.number("sweep_max_fraction", 0.25, minimum=0, inclusive=True),
-        sweep_always_allowed=sec.integer("sweep_always_allowed", 10, minimum=0),
+        commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False, maximum=600),
+        # Kafka's bounds for a group session: group.min.session.timeout.ms (6 s) and
+        # group.max.session.timeout.ms (30 min) by default.
+        session_timeout_seconds=sec.number("session_timeout_seconds", 10.0, minimum=6, inclusive=True, maximum=1800),
+        # A fraction of the forest's objects: above 1 the guard could never trip.
+        sweep_max_fraction=sec.number("sweep_max_fraction", 0.25, minimum=0, inclusive=True, maximum=1),
+        sweep_always_allowed=sec.integer("sweep_always_allowed", 10, minimum=0, maximum=1_000_000),
     )
 
 
@@ -341,11 +347,11 @@ def _forest(sec: Section, base_dir: Path | None) -> Forest:
         password=secret(sec, base_dir),
         change_capture=ChangeCapture(
             mode=mode,
-            poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False),
-            overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True),
+            poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False, maximum=3600),
+            overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True, maximum=3600),
             accesslog_base=capture.text("accesslog_base", "cn=accesslog", check=_dn_problem),
             reconcile_interval_seconds=capture.number(
-                "reconcile_interval_seconds", 300.0, minimum=0, inclusive=False
+                "reconcile_interval_seconds", 300.0, minimum=0, inclusive=False, maximum=7 * 86400
             ),
             writer_accounts=_writer_accounts(capture, role, bind_dn),
             wake_on_change_notification=_wake_on_change_notification(capture, mode),

@@ -153,9 +153,10 @@ def test_the_metaverse_values_are_frozen():
          "metaverse.precedence.attributes.Title", "same attribute as 'title'"),
         ({"precedence": {"attributes": ["title"]}}, "metaverse.precedence.attributes", "expected a mapping"),
         ({"precedence": {"order": []}}, "metaverse.precedence.order", "unknown key"),
-        ({"delete_breaker": {"limit": 0}}, "metaverse.delete_breaker.limit", "must be >= 1, got 0"),
+        ({"delete_breaker": {"limit": 0}}, "metaverse.delete_breaker.limit", "must be >= 1 and <= 1000000, got 0"),
+        ({"delete_breaker": {"window_seconds": 10**6}}, "metaverse.delete_breaker.window_seconds", "<= 604800"),
         ({"delete_breaker": {"limit": "many"}}, "metaverse.delete_breaker.limit", "expected an integer"),
-        ({"delete_breaker": {"window_seconds": 0}}, "metaverse.delete_breaker.window_seconds", "must be > 0, got 0"),
+        ({"delete_breaker": {"window_seconds": 0}}, "metaverse.delete_breaker.window_seconds", "must be > 0 and <= 604800, got 0"),
         ({"delete_breaker": {"window": 60}}, "metaverse.delete_breaker.window", "did you mean window_seconds?"),
     ],
 )
