@@ -65,7 +65,8 @@ def user_add(index: int) -> DirectoryChange:
     name = f"user{index:06d}"
     return DirectoryChange(
         forest="forest-a", object_id=f"bench-{index}", op=ChangeOp.ADD, kind=ObjectKind.USER,
-        dn=f"uid={name},ou=people,dc=forest-a", position=f"20260101000000.{index:06d}Z",
+        # Dated after any snapshot forest-a's reader takes of its empty OU: its sweep leaves them be.
+        dn=f"uid={name},ou=people,dc=forest-a", position=f"29990101000000.{index:06d}Z",
         changed_at="2026-01-01T00:00:00Z",
         attributes={"objectClass": ("inetOrgPerson",), "cn": (name,), "sn": (name,),
                     "displayName": (f"User {index}",), "mail": (f"{name}@a.test",)},

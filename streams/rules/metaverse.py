@@ -39,6 +39,9 @@ class SourceObject:
     position: str
     # Deleted objects stay as tombstones so that a late re-delivery cannot revive them.
     deleted: bool = False
+    # Deleted by a snapshot's sweep, not by the source: presumed gone. The attributes are kept, so
+    # that a later change (proof that the object exists after all) finds the object whole.
+    swept: bool = False
     # The last snapshot (full import) that contained the object: what mark and sweep reads.
     snapshot: str | None = None
     # Created by one of idsync's writer accounts: idsync's own output, never a person to provision.
@@ -70,6 +73,7 @@ class SourceObject:
             deleted=data["deleted"],
             snapshot=data.get("snapshot"),
             created_by_idsync=data.get("created_by_idsync") is True,
+            swept=data.get("swept") is True,
         )
 
 
@@ -98,6 +102,8 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             snapshot=change.snapshot_id,
             created_by_idsync=change.written_by_idsync or (living and current.created_by_idsync),
         )
+    if current is not None and current.swept:
+        current = replace(current, deleted=False, swept=False)  # it exists after all
     base = current if current is not None and not current.deleted else None
     kind = change.kind or (current.kind if current is not None else None)
     if change.op is ChangeOp.DELETE:
@@ -155,7 +161,8 @@ def sweep_refusal(candidates: int, live: int, *, max_fraction: float, always_all
 
 
 def tombstone(entry: SourceObject) -> SourceObject:
-    return replace(entry, attributes={}, deleted=True)
+    """A swept object: deleted, its attributes kept (see `swept`)."""
+    return replace(entry, deleted=True, swept=True)
 
 
 def apply_modifications(

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from streams.events import ChangeOp, ContactState, DirectoryChange, ObjectKind, ReaderCaughtUp
+from streams.events import ChangeOp, ContactState, DirectoryChange, Modification, ModOp, ObjectKind, ReaderCaughtUp
 from streams.kafka.range_reader import Record
 from streams.metaverse_events import Conflict, DeleteVerdict
 from streams.processors.engine import MetaverseEngine
@@ -421,3 +421,33 @@ async def test_export_all_derives_every_contact_again_with_the_rules_in_force():
     await bus.drain()
     assert len(bus.out["contacts"]) == sent + 4
     assert all(c.attributes["description"] == (f"from {c.attributes['mail'][0]}",) for c in bus.present())
+
+
+async def test_an_object_swept_by_mistake_comes_back_whole_with_its_next_change():
+    from dataclasses import replace
+
+    bus = Bus(4)
+    bus.context.settings = replace(bus.context.settings, sweep_max_fraction=0.1, sweep_always_allowed=0)
+    bus.engine = MetaverseEngine(bus.context)
+    bus.caught_up("central")
+    for n in range(3):
+        bus.change("a", f"u{n}", ChangeOp.ADD, displayName=f"u{n}", mail=f"u{n}@x.org", title="Engineer")
+    await bus.drain()
+    _snapshot_end(bus, "a", "wrong-base-dn", high_water="99999999")  # over the guard: deletes held
+    await bus.drain()
+    bus.queues[(TOPICS.deletes, 0)].append(
+        Record(b"verdict", DeleteVerdict(approve=False).to_bytes(), TOPICS.deletes, 0, 0))
+    await bus.drain()
+    assert len(bus.present()) == 3
+    # The objects exist after all: a modification of one attribute finds every other one kept.
+    bus.positions["a"] = 100000000
+    change = DirectoryChange(
+        forest="a", object_id="u1", op=ChangeOp.MODIFY, kind=ObjectKind.USER, dn="cn=u1,dc=a",
+        modifications=(Modification(attribute="title", op=ModOp.REPLACE, values=("Lead",)),),
+        position="100000001", changed_at="2026-12-04T00:00:00Z",
+    )
+    key = change.key.encode()
+    bus.queues[("changes", partition_of(key))].append(Record(key, change.to_bytes(), "changes", partition_of(key), 0))
+    await bus.drain()
+    contact = next(c for c in bus.present() if c.attributes["mail"] == ("u1@x.org",))
+    assert contact.attributes["title"] == ("Lead",) and contact.attributes["displayName"] == ("u1",)
