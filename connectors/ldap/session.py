@@ -17,7 +17,8 @@ from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 from connectors.ldap.tls import VerifiedTls, refusal, starttls_refused, warn_once
 from connectors.ldap.wire import RawAttributes, decode_response
 from streams.config.topology import Forest
-from streams.contracts import PermanentError, RetriableError
+from streams.config.security import SecretUnavailable
+from streams.contracts import NeedsAttention, PermanentError, RetriableError
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,14 @@ class LdapSession:
             self._connection = None
 
 
+def _password(forest: Forest) -> str:
+    """The bind password; a secret gone since the start (a file removed) needs a person."""
+    try:
+        return forest.password.reveal()
+    except SecretUnavailable as error:
+        raise NeedsAttention(f"forest {forest.name}: {error}") from None
+
+
 def open_connection(forest: Forest, *, timeout: int) -> Connection:
     """A bound connection to `forest` (ldap3's synchronous strategy) that decodes search entries
     itself, encrypted as the forest says (connectors/ldap/tls.py). LDAP failures leave as
@@ -97,7 +106,7 @@ def open_connection(forest: Forest, *, timeout: int) -> Connection:
     connection = Connection(
         server,
         user=forest.bind_dn,
-        password=forest.password.reveal(),
+        password=_password(forest),
         client_strategy=SYNC,
         raise_exceptions=True,
         receive_timeout=timeout,  # ldap3 packs it into a socket option: an int

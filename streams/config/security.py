@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,18 @@ TLS_VERSIONS = ("1.2", "1.3")
 LDAP_TLS_KEYS = ("starttls", "verify", "ca_file", "cert_file", "key_file", "min_version")
 
 
+class SecretUnavailable(TopologyError):
+    """A secret's variable is not set, or its file cannot be read, or it is empty."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Secret:
     """Where a password is found. The value is never stored, so no repr, log or dump can leak it."""
 
     env: str | None = None
     file: Path | None = None
+    # Where topology.yaml names it (e.g. forests[1].password_file), for the operator's messages.
+    key: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.env is None) == (self.file is None):
@@ -45,13 +51,24 @@ class Secret:
             except (OSError, UnicodeDecodeError) as error:
                 # Neither str(error) nor the chained error: a decode error carries the file's bytes.
                 reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-                raise TopologyError([f"cannot read {where}: {reason}"]) from None
+                raise self._unavailable(f"cannot read {where}: {reason}") from None
         if value is None:
-            raise TopologyError([f"{where} is not set"])
+            raise self._unavailable(f"{where} is not set")
         if not (value := value.removesuffix("\n")):
             # An empty password makes an LDAP simple bind anonymous, and that may "succeed".
-            raise TopologyError([f"{where} is empty"])
+            raise self._unavailable(f"{where} is empty")
         return value
+
+    def problem(self) -> str | None:
+        """Why the secret cannot be read now (with its YAML path), or None when it can."""
+        try:
+            self.reveal()
+        except SecretUnavailable as error:
+            return str(error)
+        return None
+
+    def _unavailable(self, message: str) -> SecretUnavailable:
+        return SecretUnavailable([f"{self.key}: {message}" if self.key else message])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,7 +165,8 @@ def secret(sec: Section, base_dir: Path | None) -> Secret | None:
     path = None
     if file is not None:
         path = base_dir / file if base_dir is not None else Path(file)
-    return Secret(env=env, file=path) if (env is None) != (path is None) else None
+    key = sec.at("password_env" if env is not None else "password_file")
+    return Secret(env=env, file=path, key=key) if (env is None) != (path is None) else None
 
 
 # Echoes no value: it might be a password pasted into the wrong key.
@@ -240,7 +258,7 @@ def metrics_auth(sec: Section, base_dir: Path | None) -> MetricsAuth | None:
         for key in ("username", "password_env", "password_file"):
             if auth.given(key):
                 auth.error(key, "basic auth or a bearer token, not both")
-        return MetricsAuth(username=None, secret=Secret(file=token))
+        return MetricsAuth(username=None, secret=Secret(file=token, key=auth.at("bearer_token_file")))
     if not auth.given("username"):
         auth.error(None, "set username with password_env or password_file (basic auth), or bearer_token_file")
         return None

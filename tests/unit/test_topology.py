@@ -382,8 +382,25 @@ def test_secret_from_environment_is_read_at_reveal_time(monkeypatch):
 
 def test_missing_environment_variable_names_the_variable(monkeypatch):
     monkeypatch.delenv("IDSYNC_CENTRAL_PASSWORD", raising=False)
-    with pytest.raises(TopologyError, match="^environment variable IDSYNC_CENTRAL_PASSWORD is not set$"):
+    with pytest.raises(TopologyError,
+                       match=r"^forests\[0\]\.password_env: environment variable IDSYNC_CENTRAL_PASSWORD is not set$"):
         parse_topology(MINIMAL).central.password.reveal()
+
+
+def test_a_secret_says_what_is_wrong_with_it_and_where_the_topology_names_it(tmp_path, monkeypatch):
+    path = tmp_path / "topology.yaml"
+    path.write_text(REPO_TOPOLOGY.read_text(encoding="utf-8").replace(
+        "password_env: IDSYNC_FOREST_A_PASSWORD", "password_file: secrets/forest-a"), encoding="utf-8")
+    monkeypatch.setenv("IDSYNC_CENTRAL_PASSWORD", "s3cret")
+    topology = load_topology(path)
+
+    assert topology.central.password.problem() is None
+    assert topology.forest("forest-a").password.problem() == (
+        f"forests[1].password_file: cannot read password file {tmp_path / 'secrets' / 'forest-a'}: "
+        "No such file or directory")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "forest-a").write_text("\n", encoding="utf-8")
+    assert topology.forest("forest-a").password.problem().endswith("forest-a is empty")
 
 
 def test_empty_password_is_refused_because_it_would_bind_anonymously(monkeypatch):
