@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,13 +23,17 @@ from streams.kafka.positions import PositionStore
 from streams.kafka.publisher import ChangePublisher
 from streams.config.metaverse import engine_settings
 from streams.kafka.topics import ensure_topics
-from streams.monitoring.metrics import LagMetrics, serve_metrics
+from streams.monitoring.backoff import Backoff
+from streams.monitoring.metrics import READER_UP, SINK_UP, LagMetrics, serve_metrics
+from streams.monitoring.secrets import wait_for_secret
 from streams.processors.app import add_component, create_app
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.processors.source_runner import SourceRunner
 
 log = logging.getLogger(__name__)
 
+# The longest wait between two attempts to reach Kafka at start.
+KAFKA_WAIT_MAX_SECONDS = 30.0
 READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader, UsnPollReader, GenericPollReader)}
 
 
@@ -45,8 +50,11 @@ def build_worker(topology: Topology) -> faust.App:
 def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
     """Check that Kafka accepts idsync's connection, declare idsync's topics, then run the worker
     until it is stopped (SIGTERM/SIGINT). Kafka refusing the connection (bad credentials, an
-    untrusted certificate) ends it with one line saying why, not the retries of every client."""
-    asyncio.run(require_kafka_access(topology.kafka))
+    untrusted certificate) or a Kafka password that cannot be read ends it with one line saying
+    why, not the retries of every client; a Kafka that cannot be reached is waited for."""
+    # faust sets up logging when its worker starts; the lines before it look alike.
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    asyncio.run(require_kafka_access(topology.kafka, wait=True))
     asyncio.run(ensure_topics(topology.kafka, topology.streams.app_id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = build_worker(topology)
@@ -54,11 +62,29 @@ def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
     worker.execute_from_commandline()
 
 
-async def require_kafka_access(kafka: KafkaSettings) -> None:
-    try:
-        await check_access(kafka)
-    except KafkaAccessError as exc:
-        raise SystemExit(f"idsync: {exc}") from None
+async def require_kafka_access(kafka: KafkaSettings, *, wait: bool = False) -> None:
+    """SystemExit with one line when Kafka's password cannot be read or Kafka refuses idsync;
+    when no broker can be reached, the same unless `wait`: then retried with backoff (up to
+    KAFKA_WAIT_MAX_SECONDS between attempts), each attempt logged."""
+    if kafka.security.sasl is not None and (problem := kafka.security.sasl.password.problem()):
+        raise SystemExit(f"idsync: {problem}")
+    backoff, started = Backoff(first=1.0, cap=KAFKA_WAIT_MAX_SECONDS), time.monotonic()
+    attempts = 0
+    while True:
+        try:
+            await check_access(kafka)
+        except KafkaAccessError as exc:
+            if exc.refused or not wait:
+                raise SystemExit(f"idsync: {exc}") from None
+            attempts += 1
+            delay = backoff.next_delay()
+            log.warning("kafka unreachable, waiting for it before anything starts error=%r attempt=%d retry_in=%.0fs",
+                        str(exc), attempts, delay)
+            await asyncio.sleep(delay)
+            continue
+        if attempts:
+            log.info("kafka reachable after %.0fs of waiting attempts=%d", time.monotonic() - started, attempts)
+        return
 
 
 def make_reader(forest: Forest) -> ChangeReader:
@@ -92,6 +118,8 @@ def producer_for(kafka: KafkaSettings) -> AIOKafkaProducer:
 
 
 async def run_reader(topology: Topology, forest: Forest) -> None:
+    await wait_for_secret(forest.password, f"component=reader forest={forest.name}", up=READER_UP.labels(forest.name),
+                          waits="this forest's reader waits for it, the other forests sync")
     producer = producer_for(topology.kafka)
     reader = make_reader(forest)
     await producer.start()
@@ -138,6 +166,8 @@ def contact_writer_group(topology: Topology) -> str:
 
 
 async def run_contact_writer(topology: Topology) -> None:
+    await wait_for_secret(topology.central.password, f"component=contact-writer forest={topology.central.name}",
+                          up=SINK_UP, waits="the contact writer waits for it, the readers go on publishing")
     kafka = topology.kafka
     consumer = AIOKafkaConsumer(
         kafka.topics.contacts,

@@ -14,7 +14,14 @@ import ssl
 from typing import Any
 
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
@@ -69,7 +76,18 @@ def ssl_context(files: TlsFiles) -> ssl.SSLContext:
 
 
 class KafkaAccessError(Exception):
-    """No bootstrap server accepted idsync's connection: the reason of each, in one line."""
+    """No bootstrap server accepted idsync's connection: the reason of each, in one line.
+    `refused`: a server answered and refused idsync (credentials, certificate), which needs a
+    person; otherwise none could be reached, which waiting may mend."""
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+# A server that answers with one of these refuses idsync itself: retrying changes nothing.
+_REFUSALS = (ssl.SSLError, AuthenticationFailedError, AuthenticationMethodNotSupported, SaslAuthenticationFailed,
+             UnsupportedSaslMechanismError, IllegalSaslStateError, ValueError)
 
 
 async def check_access(kafka: KafkaSettings, *, timeout_seconds: float = 15) -> None:
@@ -78,21 +96,22 @@ async def check_access(kafka: KafkaSettings, *, timeout_seconds: float = 15) -> 
     does. aiokafka's own clients only say they could not bootstrap, and log the reason apart."""
     settings = client_settings(kafka)
     options = {key: value for key, value in settings.items() if key != "bootstrap_servers"}
-    reasons = []
+    reasons, refused = [], False
     for server in kafka.bootstrap_servers.split(","):
         host, _, port = server.rpartition(":")
         try:
             connection = await create_conn(host.strip("[]"), int(port), request_timeout_ms=int(timeout_seconds * 1000),
                                            **options)
-        except (OSError, KafkaError, asyncio.TimeoutError) as exc:
+        except (OSError, KafkaError, ValueError, asyncio.TimeoutError) as exc:
             reasons.append(f"{server}: {_reason(exc)}")
+            refused = refused or isinstance(exc, _REFUSALS)
             continue
         connection.close()
         return
     raise KafkaAccessError(f"cannot connect to Kafka ({kafka.security.protocol}"
                            + (f", SASL {kafka.security.sasl.mechanism} as {kafka.security.sasl.username}"
                               if kafka.security.sasl else "")
-                           + f"): {'; '.join(reasons)}")
+                           + f"): {'; '.join(reasons)}", refused=refused)
 
 
 def _reason(exc: BaseException) -> str:
