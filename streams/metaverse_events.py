@@ -134,6 +134,8 @@ class JoinLink(_Event):
     anchor: str
     claim_id: str
     person: str
+    # Keys the claim settled on the person (added within v1; absent: every key is probed).
+    settled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,7 +98,8 @@ class SpaceStage:
                 resolve = JoinResolve.of(message.key, message.claim, message.person)
                 await self._c.send(self._s.topics.joins, message.key.encode(), resolve.to_bytes())
             elif isinstance(message, Link):
-                link = JoinLink(anchor=message.anchor, claim_id=message.claim_id, person=message.person)
+                link = JoinLink(anchor=message.anchor, claim_id=message.claim_id, person=message.person,
+                                settled=message.settled)
                 await self._c.send(self._s.topics.links, message.anchor.encode(), link.to_bytes())
 
     # --- links (keyed by anchor) -----------------------------------------------------------
@@ -110,7 +111,7 @@ class SpaceStage:
             return
         entry = SpaceEntry.from_bytes(stored)
         if isinstance(event, JoinLink):
-            entry, messages = after_link(entry, event.person, self._s.join)
+            entry, messages = after_link(entry, event.person, self._s.join, settled=event.settled)
             self._c.space[key] = entry.to_bytes()
             await self._send_all(messages)
             await self._check_barrier(partition, key, entry)

@@ -139,11 +139,17 @@ def after_change(entry: SpaceEntry, policy: JoinPolicy, *, hold_delete: bool = F
     return replace(entry, link=replace(link, claim_id=claim.claim_id)), [JoinClaim.of(claim)]
 
 
-def after_link(entry: SpaceEntry, person: str, policy: JoinPolicy) -> tuple[SpaceEntry, list[Message]]:
-    """The join index answered: the object belongs to `person` (the first answer wins)."""
+def after_link(
+    entry: SpaceEntry, person: str, policy: JoinPolicy, *, settled: tuple[str, ...] = ()
+) -> tuple[SpaceEntry, list[Message]]:
+    """The join index answered: the object belongs to `person` (the first answer wins). The keys
+    the claim `settled` are the person's already: only the others are probed."""
     if entry.link.person is not None:
         return entry, []
-    return after_change(replace(entry, link=replace(entry.link, person=person, claim_id=None)), policy)
+    keys = join_keys(policy.rules, entry.object.attributes)
+    known = {key: person for key in settled if key in keys}
+    link = replace(entry.link, person=person, claim_id=None, probe_id=entry.object.position, probe_keys=keys, answers=known)
+    return after_change(replace(entry, link=link), policy)
 
 
 def after_probe_answer(

@@ -133,6 +133,8 @@ class Link:
     anchor: str
     claim_id: str
     person: str
+    # The keys the chain went through, up to where it stopped: the person's now (no probe needed).
+    settled: tuple[str, ...] = ()
 
 
 Message = Forward | Resolve | Link
@@ -181,4 +183,5 @@ def _lead_on(claim: Claim) -> list[Message]:
 def _answer(claim: Claim, person: str) -> list[Message]:
     """The claim joins `person`: the keys it leads on its way get that owner, the object its link."""
     earlier = [Resolve(key=key, claim=replace(claim, step=index), person=person) for index, key in enumerate(claim.keys[: claim.step])]
-    return [*earlier, Link(anchor=claim.anchor, claim_id=claim.claim_id, person=person)]
+    settled = claim.keys[: claim.step + 1]
+    return [*earlier, Link(anchor=claim.anchor, claim_id=claim.claim_id, person=person, settled=settled)]

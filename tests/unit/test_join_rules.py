@@ -42,7 +42,7 @@ def test_a_claim_on_a_free_last_key_projects_a_person_derived_from_the_anchor():
     claim = Claim(anchor="a/1", claim_id="c1", keys=("email:x",), step=0)
     state, messages = on_claim(KeyState(), claim)
     assert state.owner == projected_person("a/1")
-    assert messages == [Link(anchor="a/1", claim_id="c1", person=projected_person("a/1"))]
+    assert messages == [Link(anchor="a/1", claim_id="c1", person=projected_person("a/1"), settled=("email:x",))]
     assert projected_person("a/1") != projected_person("a/2")
 
 
@@ -52,7 +52,7 @@ def test_a_claim_on_an_owned_key_joins_the_owner_and_resolves_the_keys_it_led():
     assert state == KeyState(owner="P")
     assert messages == [
         Resolve(key="email:a", claim=Claim(anchor="b/1", claim_id="c", keys=claim.keys, step=0), person="P"),
-        Link(anchor="b/1", claim_id="c", person="P"),
+        Link(anchor="b/1", claim_id="c", person="P", settled=("email:a", "email:b")),
     ]
 
 
@@ -65,7 +65,7 @@ def test_a_claim_behind_a_leader_parks_and_joins_the_leaders_person():
     assert messages == [] and state.parked == (follower,)
     state, messages = on_resolve(state, Resolve(key="email:x", claim=leader, person="P"))
     assert state == KeyState(owner="P")
-    assert messages == [Link(anchor="b/1", claim_id="d", person="P")]
+    assert messages == [Link(anchor="b/1", claim_id="d", person="P", settled=("email:x",))]
 
 
 def test_re_delivered_messages_change_nothing_and_resend_what_is_needed():
@@ -75,7 +75,7 @@ def test_re_delivered_messages_change_nothing_and_resend_what_is_needed():
     assert again == state and second == first
     resolved, _ = on_resolve(state, Resolve(key="k1", claim=leader, person="P"))
     assert on_resolve(resolved, Resolve(key="k1", claim=leader, person="P")) == (resolved, [])
-    assert on_claim(resolved, leader)[1][-1] == Link(anchor="a/1", claim_id="c", person="P")
+    assert on_claim(resolved, leader)[1][-1] == Link(anchor="a/1", claim_id="c", person="P", settled=("k1",))
 
 
 def test_probe_registers_a_free_key_and_reports_an_owned_one():
