@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 
 from connectors.ad.dirsync import DirSyncReader
 from connectors.ad.usn_poll import UsnPollReader
@@ -24,7 +27,10 @@ from streams.kafka.publisher import ChangePublisher
 from streams.config.metaverse import engine_settings
 from streams.kafka.topics import ensure_topics
 from streams.monitoring.backoff import Backoff
-from streams.monitoring.metrics import READER_UP, SINK_UP, LagMetrics, serve_metrics
+from streams.kafka.watch import watch_kafka
+from streams.monitoring.client_logs import quiet_kafka_clients
+from streams.monitoring.metrics import READER_OUTAGES, READER_UP, SINK_OUTAGES, SINK_UP, LagMetrics, serve_metrics
+from streams.monitoring.outages import Outage
 from streams.monitoring.secrets import wait_for_secret
 from streams.processors.app import add_component, create_app
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
@@ -128,7 +134,10 @@ async def run_reader(topology: Topology, forest: Forest) -> None:
         runner = SourceRunner(
             reader, producer=producer, positions=positions, topics=topology.kafka.topics, kinds=forest.object_kinds
         )
-        await runner.run()
+        watched = Outage(f"component=reader forest={forest.name} kafka={topology.kafka.bootstrap_servers}",
+                         up=READER_UP.labels(forest.name), outages=READER_OUTAGES.labels(forest.name))
+        async with kafka_watched(producer.client, watched, topology.kafka.bootstrap_servers):
+            await runner.run()
     finally:
         await reader.close()
         await producer.stop()
@@ -184,12 +193,28 @@ async def run_contact_writer(topology: Topology) -> None:
         writer, consumer=consumer, producer=producer, topics=kafka.topics, conflicts_topic=kafka.topics.conflicts,
         open_conflicts=lambda: open_dn_conflicts(kafka, kafka.topics.conflicts),
     )
+    watched = Outage(f"component=contact-writer kafka={kafka.bootstrap_servers}", up=SINK_UP, outages=SINK_OUTAGES)
     try:
-        await runner.run()
+        async with kafka_watched(consumer._client, watched, kafka.bootstrap_servers):
+            await runner.run()
     finally:
         await consumer.stop()
         await producer.stop()
         await asyncio.to_thread(writer.close)
+
+
+@contextlib.asynccontextmanager
+async def kafka_watched(client: AIOKafkaClient, outage: Outage, servers: str) -> AsyncIterator[None]:
+    """While the block runs, whether `client` reaches Kafka is reported to `outage`, and
+    aiokafka's own connection errors are cut to one line of each kind a minute."""
+    quiet_kafka_clients()
+    watcher = asyncio.create_task(watch_kafka(client, outage, servers))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 async def run_metrics_endpoint(topology: Topology) -> None:

@@ -39,7 +39,7 @@ class Outage:
         self._started: float | None = None
         self._failures = 0
         # Up until an outage says otherwise: a connector that is still starting is not down.
-        self._up.set(1)
+        self._show()
 
     @property
     def ongoing(self) -> bool:
@@ -51,7 +51,8 @@ class Outage:
         self._failures += 1
         if self._started is None:
             self._started = self._clock()
-            self._up.set(0)
+            _DOWN.setdefault(id(self._up), set()).add(id(self))
+            self._show()
             self._outages.inc()
             log.warning("outage started %s error=%r retry_in=%.1fs", self._subject, describe_error(error), delay)
         else:
@@ -69,9 +70,20 @@ class Outage:
                 self._subject, self._clock() - self._started, self._failures,
             )
             self._started = None
-            self._up.set(1)
+            _DOWN.get(id(self._up), set()).discard(id(self))
+            self._show()
         self._failures = 0
         self._backoff.reset()
+
+
+    def _show(self) -> None:
+        """Several outages may share one gauge (a reader's directory and its Kafka): it is 1
+        only while none of them is ongoing."""
+        self._up.set(0 if _DOWN.get(id(self._up)) else 1)
+
+
+# The ongoing outages of each `up` gauge (by identity).
+_DOWN: dict[int, set[int]] = {}
 
 
 def describe_error(error: BaseException) -> str:

@@ -4,6 +4,7 @@ while the other forests sync; a Kafka that is not there yet is waited for."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +67,56 @@ def test_a_kafka_that_cannot_be_reached_at_start_is_waited_for(deployments, dire
         waits = [line for line in log.splitlines() if "kafka unreachable" in line]
         assert all("WARNING" in line and f"127.0.0.1:{broker.port}" in line for line in waits), waits
         assert "kafka reachable after" in log and "Traceback" not in log
+    finally:
+        gal.stop_workers()
+        broker.stop()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The idsync_*_up samples the worker's metrics endpoint serves, by their text form."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in lines)
+            if name.startswith(("idsync_reader_up", "idsync_sink_up"))}
+
+
+def test_a_kafka_outage_mid_stream_is_one_started_and_one_ended_line_per_component_with_up_at_0(
+    deployments, directories, unique_name, tmp_path
+) -> None:
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    metrics_port = free_port()
+    gal = deploy(tmp_path, unique_name, broker, directories._asdict(), metrics={"listen": f"127.0.0.1:{metrics_port}"})
+    deployments.append(gal)
+    gal.add_user("forest_a", "ada", displayName="Ada", mail="ada@a.test")
+    worker = gal.start_worker()
+    try:
+        eventually(lambda: contact(gal, "forest_a", "ada"), timeout=60, what="a contact before the outage")
+        up = {'idsync_reader_up{forest="central"}', 'idsync_reader_up{forest="forest-a"}',
+              'idsync_reader_up{forest="forest-b"}', "idsync_sink_up"}
+        assert scrape(metrics_port).keys() >= up and set(scrape(metrics_port).values()) == {1.0}
+        before = len(worker_log(gal).splitlines())
+
+        broker.stop()
+        down = eventually(lambda: (samples := scrape(metrics_port)) and all(samples[name] == 0 for name in up)
+                          and samples, timeout=15, what="every up gauge at 0")
+        time.sleep(10)
+        assert all(scrape(metrics_port)[name] == 0 for name in up), down
+        broker.start()
+        gal.add_user("forest_b", "bob", displayName="Bob", mail="bob@b.test")
+        eventually(lambda: contact(gal, "forest_b", "bob"), timeout=90, what="a contact after the outage")
+        eventually(lambda: all(scrape(metrics_port)[name] == 1 for name in up), timeout=15, what="up again")
+        assert worker.running
+
+        lines = worker_log(gal).splitlines()[before:]
+        started = [line for line in lines if "outage started" in line]
+        ended = [line for line in lines if "outage ended" in line]
+        components = ("component=reader forest=central ", "component=reader forest=forest-a ",
+                      "component=reader forest=forest-b ", "component=contact-writer ")
+        assert sorted(c for line in started for c in components if c in line) == sorted(components), started
+        assert sorted(c for line in ended for c in components if c in line) == sorted(components), ended
+        noisy = [line for line in lines if "[ERROR]" in line or "[WARNING]" in line]
+        assert len(noisy) < 60, f"{len(noisy)} lines, e.g. {noisy[:40]}"
+        assert "Traceback" not in "\n".join(lines)
     finally:
         gal.stop_workers()
         broker.stop()

@@ -73,3 +73,15 @@ def test_success_without_an_outage_logs_nothing(caplog):
     tracked, case = outage(Clock())
     tracked.succeeded()
     assert caplog.records == [] and sample("test_outage_up", case) == 1
+
+
+def test_outages_sharing_a_gauge_keep_it_at_0_until_the_last_ends():
+    case = secrets.token_hex(4)
+    directory, kafka = (Outage(f"component=test case={case} of={what}", up=UP.labels(case),
+                               outages=OUTAGES.labels(case), clock=Clock()) for what in ("directory", "kafka"))
+    directory.failed(RetriableError("directory down"))
+    kafka.failed(RetriableError("kafka down"))
+    directory.succeeded()
+    assert sample("test_outage_up", case) == 0
+    kafka.succeeded()
+    assert sample("test_outage_up", case) == 1 and sample("test_outage_outages_total", case) == 2
