@@ -151,6 +151,11 @@ def _full_import(topology: Topology, names: list[str] | None, *, allow_mass_dele
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    # A snapshot needs every chosen forest: a missing password is said before anything is published.
+    problems = [problem for forest in forests if (problem := forest.password.problem())]
+    if problems:
+        print("\n".join(f"idsync: {problem}" for problem in problems), file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for summary in asyncio.run(run_full_import(topology, forests, allow_mass_delete=allow_mass_delete)):
         print(f"full import published {summary}")

@@ -68,3 +68,17 @@ async def test_kafka_unreachable_is_waited_for_and_a_refusal_is_not(monkeypatch,
     answers[:] = [KafkaAccessError("cannot connect to Kafka: a:1: [Error 58] SaslAuthenticationFailed", refused=True)]
     with pytest.raises(SystemExit, match="SaslAuthenticationFailed"):
         await runtime.require_kafka_access(kafka(), wait=True)
+
+
+def test_idsync_import_names_a_missing_forest_password_by_its_key_and_publishes_nothing(tmp_path, monkeypatch, capsys):
+    from idsync import cli
+    from tests.unit.test_topology import REPO_TOPOLOGY
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(REPO_TOPOLOGY.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.delenv("IDSYNC_FOREST_A_PASSWORD", raising=False)
+    monkeypatch.setattr("idsync.runtime.run_full_import", lambda *a, **k: pytest.fail("nothing may be published"))
+
+    assert cli.main(["import", "--full", "--forest", "forest-a", "--topology", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        "idsync: forests[1].password_env: environment variable IDSYNC_FOREST_A_PASSWORD is not set\n")
