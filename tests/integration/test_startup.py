@@ -51,6 +51,32 @@ def test_a_forest_whose_password_file_is_missing_waits_for_it_while_the_others_s
     assert "Traceback" not in worker_log(gal)
 
 
+def test_the_central_forests_missing_password_holds_its_reader_and_the_contact_writer_until_it_comes(
+    deployments, kafka_broker, directories, unique_name, tmp_path
+) -> None:
+    secret = tmp_path / "secrets" / "central-password"
+    gal = deploy(tmp_path, unique_name, kafka_broker, directories._asdict(),
+                 forest_settings={"central": {"password_env": None, "password_file": str(secret)}})
+    deployments.append(gal)
+    gal.add_user("forest_a", "ada", displayName="Ada", mail="ada@a.test")
+    worker = gal.start_worker()
+
+    def waiting() -> list[str]:
+        return [line for line in worker_log(gal).splitlines() if "forests[0].password_file" in line]
+
+    eventually(lambda: len(waiting()) >= 2, timeout=60, what="the central reader's and the writer's lines")
+    assert all("[ERROR] secret unavailable" in line for line in waiting())
+    assert {c for line in waiting() for c in ("component=reader forest=central", "component=contact-writer")
+            if c in line} == {"component=reader forest=central", "component=contact-writer"}
+    eventually(lambda: "snapshot published forest=forest-a" in worker_log(gal), timeout=30, what="forest A published")
+    assert worker.running and contact(gal, "forest_a", "ada") is None
+
+    secret.parent.mkdir()
+    secret.write_text(directories.central.admin_password)
+    eventually(lambda: contact(gal, "forest_a", "ada"), timeout=30, what="the contact once the central secret is there")
+    assert "Traceback" not in worker_log(gal)
+
+
 def test_a_kafka_that_cannot_be_reached_at_start_is_waited_for(deployments, directories, unique_name, tmp_path) -> None:
     broker = KafkaBroker(tmp_path / "kafka", port=free_port())  # nobody listens there yet
     gal = deploy(tmp_path, unique_name, broker, directories._asdict())
