@@ -220,6 +220,11 @@ async def kafka_watched(client: AIOKafkaClient, outage: Outage, servers: str) ->
 async def run_metrics_endpoint(topology: Topology) -> None:
     """Serve the worker's metrics, with the lag of the processor (faust's group is the app id)
     on every topic the metaverse engine consumes and of the contact writer on the contacts topic."""
+    auth = topology.metrics.auth if topology.metrics is not None else None
+    if auth is not None and (problem := auth.secret.problem()):
+        # Read again at every scrape: it applies as soon as it is there.
+        log.error("secret unavailable component=metrics error=%r: every scrape is refused until it can be read",
+                  problem)
     topics = engine_settings(topology).topics
     probe = LagProbe(topology.kafka)
     await probe.start()

@@ -82,3 +82,31 @@ def test_idsync_import_names_a_missing_forest_password_by_its_key_and_publishes_
     assert cli.main(["import", "--full", "--forest", "forest-a", "--topology", str(path)]) == 1
     assert capsys.readouterr().err == (
         "idsync: forests[1].password_env: environment variable IDSYNC_FOREST_A_PASSWORD is not set\n")
+
+
+async def test_the_metrics_endpoints_missing_password_is_said_at_start_with_its_key(monkeypatch, caplog):
+    from streams.config.topology import parse_topology
+    from tests.unit.test_topology import config
+
+    class Probe:
+        def __init__(self, _kafka):
+            pass
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+    async def serve(_settings, _lag):
+        pass
+
+    monkeypatch.delenv("IDSYNC_METRICS_PASSWORD", raising=False)
+    monkeypatch.setattr(runtime, "LagProbe", Probe)
+    monkeypatch.setattr(runtime, "serve_metrics", serve)
+    topology = parse_topology(config(metrics={"auth": {"username": "prometheus",
+                                                       "password_env": "IDSYNC_METRICS_PASSWORD"}}))
+    await runtime.run_metrics_endpoint(topology)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "secret unavailable component=metrics error='metrics.auth.password_env: environment variable "
+        "IDSYNC_METRICS_PASSWORD is not set': every scrape is refused until it can be read"]
