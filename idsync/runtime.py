@@ -60,12 +60,23 @@ def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
     why, not the retries of every client; a Kafka that cannot be reached is waited for."""
     # faust sets up logging when its worker starts; the lines before it look alike.
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    report_missing_secrets(topology)
     asyncio.run(require_kafka_access(topology.kafka, wait=True))
     asyncio.run(ensure_topics(topology.kafka, topology.streams.app_id))
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = build_worker(topology)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def report_missing_secrets(topology: Topology) -> None:
+    """Every forest password that cannot be read, at ERROR with its YAML path, before anything
+    starts: the components that need it wait for it (streams/monitoring/secrets.py)."""
+    for forest in topology.forests:
+        if problem := forest.password.problem():
+            waits = "its reader" + (" and the contact writer" if forest.role == "central" else "")
+            log.error("secret unavailable forest=%s error=%r: %s will wait for it, the other forests sync",
+                      forest.name, problem, waits)
 
 
 async def require_kafka_access(kafka: KafkaSettings, *, wait: bool = False) -> None:

@@ -110,3 +110,20 @@ async def test_the_metrics_endpoints_missing_password_is_said_at_start_with_its_
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "secret unavailable component=metrics error='metrics.auth.password_env: environment variable "
         "IDSYNC_METRICS_PASSWORD is not set': every scrape is refused until it can be read"]
+
+
+def test_every_missing_forest_password_is_reported_before_anything_starts(monkeypatch, caplog):
+    from tests.unit.test_topology import REPO_TOPOLOGY
+
+    from streams.config.topology import load_topology
+
+    monkeypatch.delenv("IDSYNC_CENTRAL_PASSWORD", raising=False)
+    monkeypatch.delenv("IDSYNC_FOREST_A_PASSWORD", raising=False)
+    monkeypatch.setenv("IDSYNC_FOREST_B_PASSWORD", "s3cret")
+    runtime.report_missing_secrets(load_topology(REPO_TOPOLOGY))
+    assert [r.getMessage() for r in caplog.records] == [
+        "secret unavailable forest=central error='forests[0].password_env: environment variable "
+        "IDSYNC_CENTRAL_PASSWORD is not set': its reader and the contact writer will wait for it, the other forests sync",
+        "secret unavailable forest=forest-a error='forests[1].password_env: environment variable "
+        "IDSYNC_FOREST_A_PASSWORD is not set': its reader will wait for it, the other forests sync",
+    ]
