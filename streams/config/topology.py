@@ -347,7 +347,8 @@ def _forest(sec: Section, base_dir: Path | None) -> Forest:
         password=secret(sec, base_dir),
         change_capture=ChangeCapture(
             mode=mode,
-            poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False, maximum=3600),
+            poll_interval_seconds=capture.number("poll_interval_seconds", 0.2, minimum=0, inclusive=False,
+                                                 maximum=3600),
             overlap_seconds=capture.number("overlap_seconds", 2.0, minimum=0, inclusive=True, maximum=3600),
             accesslog_base=capture.text("accesslog_base", "cn=accesslog", check=_dn_problem),
             reconcile_interval_seconds=capture.number(

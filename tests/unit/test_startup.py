@@ -123,7 +123,8 @@ def test_every_missing_forest_password_is_reported_before_anything_starts(monkey
     runtime.report_missing_secrets(load_topology(REPO_TOPOLOGY))
     assert [r.getMessage() for r in caplog.records] == [
         "secret unavailable forest=central error='forests[0].password_env: environment variable "
-        "IDSYNC_CENTRAL_PASSWORD is not set': its reader and the contact writer will wait for it, the other forests sync",
+        "IDSYNC_CENTRAL_PASSWORD is not set': its reader and the contact writer will wait for it, "
+        "the other forests sync",
         "secret unavailable forest=forest-a error='forests[1].password_env: environment variable "
         "IDSYNC_FOREST_A_PASSWORD is not set': its reader will wait for it, the other forests sync",
     ]
