@@ -206,6 +206,7 @@ async def run_contact_writer(topology: Topology) -> None:
     )
     watched = Outage(f"component=contact-writer kafka={kafka.bootstrap_servers}", up=SINK_UP, outages=SINK_OUTAGES)
     try:
+        # aiokafka's consumer keeps its client private (the producer's is `client`); 0.14 names it _client.
         async with kafka_watched(consumer._client, watched, kafka.bootstrap_servers):
             await runner.run()
     finally:
