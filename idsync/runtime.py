@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -79,7 +79,9 @@ def report_missing_secrets(topology: Topology) -> None:
                       forest.name, problem, waits)
 
 
-async def require_kafka_access(kafka: KafkaSettings, *, wait: bool = False) -> None:
+async def require_kafka_access(
+    kafka: KafkaSettings, *, wait: bool = False, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+) -> None:
     """SystemExit with one line when Kafka's password cannot be read or Kafka refuses idsync;
     when no broker can be reached, the same unless `wait`: then retried with backoff (up to
     KAFKA_WAIT_MAX_SECONDS between attempts), each attempt logged."""
@@ -97,7 +99,7 @@ async def require_kafka_access(kafka: KafkaSettings, *, wait: bool = False) -> N
             delay = backoff.next_delay()
             log.warning("kafka unreachable, waiting for it before anything starts error=%r attempt=%d retry_in=%.0fs",
                         str(exc), attempts, delay)
-            await asyncio.sleep(delay)
+            await sleep(delay)
             continue
         if attempts:
             log.info("kafka reachable after %.0fs of waiting attempts=%d", time.monotonic() - started, attempts)

@@ -56,9 +56,8 @@ async def test_kafka_unreachable_is_waited_for_and_a_refusal_is_not(monkeypatch,
         pass
 
     monkeypatch.setattr(runtime, "check_access", check)
-    monkeypatch.setattr(runtime.asyncio, "sleep", no_sleep)
     caplog.set_level(logging.INFO, logger="idsync.runtime")
-    await runtime.require_kafka_access(kafka(), wait=True)
+    await runtime.require_kafka_access(kafka(), wait=True, sleep=no_sleep)
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
     assert "kafka unreachable, waiting for it" in caplog.records[0].getMessage()
 
@@ -67,7 +66,7 @@ async def test_kafka_unreachable_is_waited_for_and_a_refusal_is_not(monkeypatch,
         await runtime.require_kafka_access(kafka())  # idsync import does not wait
     answers[:] = [KafkaAccessError("cannot connect to Kafka: a:1: [Error 58] SaslAuthenticationFailed", refused=True)]
     with pytest.raises(SystemExit, match="SaslAuthenticationFailed"):
-        await runtime.require_kafka_access(kafka(), wait=True)
+        await runtime.require_kafka_access(kafka(), wait=True, sleep=no_sleep)
 
 
 def test_idsync_import_names_a_missing_forest_password_by_its_key_and_publishes_nothing(tmp_path, monkeypatch, capsys):
