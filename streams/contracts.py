@@ -7,10 +7,12 @@ that another entry blocks for now (Blocked) is neither: it is reported as a conf
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from streams.events import ContactState, DirectoryChange
+from streams.site_events import SiteMembershipChange
 
 
 class ConnectorError(Exception):
@@ -82,5 +84,73 @@ class ContactWriter(Protocol):
 
         Blocking: the core calls it from a worker thread.
         """
+
+    def close(self) -> None: ...
+
+
+# --- Site collections (person sync) -------------------------------------------------------------
+
+
+class FullReadReason(enum.StrEnum):
+    """Why a site's changes cannot be read incrementally from a token: read the membership whole."""
+
+    NO_TOKEN = "no-token"
+    # Older than the change log the store still keeps (its retention).
+    EXPIRED = "expired"
+    # Ahead of the store's newest change: the store was restored from a backup, its tokens went back.
+    RESTORED = "restored"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteChangeBatch:
+    """Changes of one site after a token, in order, and the token to read from next. With
+    `full_read_needed` set there are no changes: the caller reads the whole membership list
+    (SiteSource.members) and resumes from `token`, the store's newest at that moment."""
+
+    site: str
+    changes: tuple[SiteMembershipChange, ...]
+    token: str
+    full_read_needed: FullReadReason | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteMember:
+    """One entry of a site's membership list, as the site holds it."""
+
+    login: str
+    # The metaverse person this member resolves to; None until the engine resolves it.
+    person: str | None
+    properties: Mapping[str, str]
+
+
+class SiteSource(Protocol):
+    """Reads the membership lists of one site store. Raises RetriableError when the store is down.
+
+    Blocking: the core calls it from a worker thread.
+    """
+
+    def sites(self) -> list[str]: ...
+
+    def changes(self, site: str, token: str | None, limit: int = 1000) -> SiteChangeBatch:
+        """At most `limit` changes of `site` after `token`, oldest first. The same token always
+        gives the same changes while the store keeps them."""
+
+    def members(self, site: str) -> tuple[list[SiteMember], str]:
+        """The whole membership list and the token it is consistent with."""
+
+    def close(self) -> None: ...
+
+
+class SiteWriter(Protocol):
+    """Writes profile properties to members' entries in a site store.
+
+    Blocking: the core calls it from a worker thread.
+    """
+
+    def write_properties(self, site: str, login: str, properties: Mapping[str, str]) -> dict[str, str]:
+        """Set the given properties (others are left alone) on the member's entry, idempotently;
+        returns the properties that changed (empty: nothing was written, nothing logged). Raises
+        RetriableError when the store is unavailable, PermanentError when `login` is not a member
+        of `site` (membership lists are never altered by a write)."""
 
     def close(self) -> None: ...
