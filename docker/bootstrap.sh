@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything idsync's tests and demo need on a fresh Debian 12 machine; safe to run again.
 #   1. Debian packages: slapd + ldap-utils and a Samba AD DC (without Debian's own slapd or samba
-#      services left running), a JRE and Maven.
+#      services left running), PostgreSQL (without Debian's own cluster running), a JRE and Maven.
 #   2. The Python venv .venv with idsync installed editable, with its test extras.
 #   3. The Kafka broker's jars and Kafka's command-line tools (kafka-tools), in the cache directory
 #      idsync/rig/kafka.py reads them from.
@@ -46,6 +46,8 @@ samba_packages=(samba-ad-dc samba-ad-provision)
 for package in "${samba_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing_packages+=("$package")
 done
+# PostgreSQL for the site stores of the tests: idsync/rig/postgres.py starts its own clusters.
+dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'ok installed' || missing_packages+=(postgresql)
 command -v java >/dev/null || missing_packages+=(default-jre-headless)
 command -v mvn >/dev/null || missing_packages+=(maven)
 if [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
@@ -82,6 +84,21 @@ stop_debian_samba() {
     done
 }
 
+# Debian's postgresql package creates a cluster (15/main, port 5432) and a service that starts it;
+# the rig runs its own clusters as plain processes, so that one must not run.
+stop_debian_postgresql() {
+    local pidfile
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now postgresql >/dev/null 2>&1 || true
+    fi
+    for pidfile in /var/lib/postgresql/*/main/postmaster.pid; do
+        if [[ -s $pidfile ]] && kill -0 "$(head -n1 "$pidfile")" 2>/dev/null; then
+            say "stopping Debian's PostgreSQL cluster (pid $(head -n1 "$pidfile"))"
+            kill -INT "$(head -n1 "$pidfile")"
+        fi
+    done
+}
+
 if (( ${#missing_packages[@]} )); then
     (( EUID == 0 )) || die "installing ${missing_packages[*]} needs root: run as root"
     say "installing ${missing_packages[*]}"
@@ -107,6 +124,9 @@ if (( ${#missing_packages[@]} )); then
     fi
     if [[ " ${missing_packages[*]} " == *" samba-ad-dc "* ]]; then
         stop_debian_samba
+    fi
+    if [[ " ${missing_packages[*]} " == *" postgresql "* ]]; then
+        stop_debian_postgresql
     fi
 fi
 

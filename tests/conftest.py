@@ -1,5 +1,5 @@
 """Session-wide real servers for the integration tests: one Kafka broker and three OpenLDAP forests,
-and three more that speak TLS with certificates of the rig's test CA.
+three more that speak TLS with certificates of the rig's test CA, and a PostgreSQL server.
 
 A server that cannot start makes the tests that need it ERROR (RigError), never skip.
 """
@@ -16,6 +16,7 @@ import pytest
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.kafka import SaslSslListener
 from idsync.rig.pki import TestCA
+from idsync.rig.postgres import PostgresServer
 
 
 class Directories(NamedTuple):
@@ -70,6 +71,16 @@ def directories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directorie
     finally:
         for instance in instances.values():
             instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the site stores: database and user `idsync` (server.conninfo)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
