@@ -1,0 +1,84 @@
+"""Pure parts of the site store: tokens, property diffs, migrations on disk, the event schema."""
+
+from pathlib import Path
+
+import pytest
+
+from connectors.sites.migrations import migrations_for
+from connectors.sites.store import classify_token, dump_properties, parse_token, property_changes
+from streams.contracts import FullReadReason
+from streams.events import EventDecodeError
+from streams.site_events import MembershipOp, SiteMembershipChange
+
+
+@pytest.mark.parametrize(("token", "expected"), [
+    (None, FullReadReason.NO_TOKEN),
+    ("4", FullReadReason.EXPIRED),
+    ("5", None),
+    ("7", None),
+    ("9", None),
+    ("10", FullReadReason.RESTORED),
+    ("x1", FullReadReason.EXPIRED),
+    ("-1", FullReadReason.EXPIRED),
+])
+def test_a_token_is_read_from_only_within_the_retained_log(token: str | None, expected: FullReadReason | None) -> None:
+    assert classify_token(token, floor=5, newest=9) is expected
+
+
+def test_tokens_are_decimal_counters() -> None:
+    assert parse_token("12") == 12
+    assert parse_token("١٢") is None  # Unicode digits are not ours
+
+
+def test_only_differing_properties_change() -> None:
+    assert property_changes({"title": "a", "mail": "m"}, {"title": "a", "department": "d"}) == {"department": "d"}
+    assert property_changes({"title": "a"}, {"title": "a"}) == {}
+
+
+def test_stored_properties_do_not_depend_on_key_order() -> None:
+    assert dump_properties({"b": "2", "a": "1"}) == dump_properties({"a": "1", "b": "2"}) == '{"a":"1","b":"2"}'
+
+
+def test_shipped_migrations_are_the_same_for_both_engines() -> None:
+    for engine in ("sqlite", "postgresql"):
+        migrations = migrations_for(engine)
+        assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+        assert any("CREATE TABLE site_changes" in s for s in migrations[0].statements())
+
+
+def test_an_engine_specific_migration_replaces_the_shared_one(tmp_path: Path) -> None:
+    (tmp_path / "0001_initial.sql").write_text("CREATE TABLE a (x TEXT);\n-- a comment; with a semicolon\n")
+    (tmp_path / "0002_more.sql").write_text("CREATE TABLE b (x TEXT);\nCREATE TABLE c (x TEXT);\n")
+    (tmp_path / "0002_more.postgresql.sql").write_text("CREATE TABLE b (x JSONB);\n")
+    assert [m.path.name for m in migrations_for("sqlite", tmp_path)] == ["0001_initial.sql", "0002_more.sql"]
+    postgres = migrations_for("postgresql", tmp_path)
+    assert [m.path.name for m in postgres] == ["0001_initial.sql", "0002_more.postgresql.sql"]
+    assert postgres[0].statements() == ["CREATE TABLE a (x TEXT)"]
+    assert migrations_for("sqlite", tmp_path)[1].statements() == ["CREATE TABLE b (x TEXT)", "CREATE TABLE c (x TEXT)"]
+
+
+def test_a_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "initial.sql").write_text("")
+    with pytest.raises(ValueError, match="not a migration file name"):
+        migrations_for("sqlite", tmp_path)
+
+
+def test_membership_change_round_trips() -> None:
+    change = SiteMembershipChange(site="hr", member_login="i:0#.w|corp\\alice", op=MembershipOp.PROPERTIES_CHANGED,
+                                  change_token="17", changed_at="2026-12-04T06:00:00+00:00",
+                                  properties={"title": "Engineer"})
+    raw = change.to_bytes()
+    assert SiteMembershipChange.from_bytes(raw) == change
+    assert b'"schema":"idsync.site-membership-change","version":1' in raw
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"schema":"idsync.site-membership-change","version":2}',
+    b'{"schema":"idsync.site-membership-change","version":1,"site":"s","member_login":"a","op":"renamed",'
+    b'"change_token":"1","changed_at":"t","properties":{}}',
+    b'{"schema":"idsync.site-membership-change","version":1,"site":"s","member_login":"a","op":"added",'
+    b'"change_token":"1","changed_at":"t","properties":{"n":1}}',
+])
+def test_bad_membership_changes_are_refused(raw: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        SiteMembershipChange.from_bytes(raw)
