@@ -62,6 +62,7 @@ def migrate(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[int]:
                 tx.execute(statement)
             tx.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                        (migration.version, migration.name, datetime.now(UTC).isoformat()))
-        logger.info("site store migrated engine=%s version=%04d name=%s", engine.name, migration.version, migration.name)
+        logger.info("site store migrated engine=%s version=%04d name=%s",
+                    engine.name, migration.version, migration.name)
         applied.append(migration.version)
     return applied
