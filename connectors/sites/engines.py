@@ -26,6 +26,8 @@ class Transaction(Protocol):
 
 class Engine(Protocol):
     name: str
+    # Run first in each migration transaction: holds other processes' migrations off until commit.
+    schema_lock_sql: str | None
 
     def transaction(self, *, snapshot: bool = False) -> Any:
         """A context manager yielding a Transaction: committed on exit, rolled back on error.
@@ -54,6 +56,8 @@ class SqliteEngine:
     of a member never interleaves with another writer's."""
 
     name = "sqlite"
+    # BEGIN IMMEDIATE holds the database's write lock already.
+    schema_lock_sql = None
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
@@ -108,6 +112,8 @@ class PostgresEngine:
     the site's row first, so changes of one site are serialised."""
 
     name = "postgresql"
+    # Two workers starting at once would both create the tables: one waits for the other's commit.
+    schema_lock_sql = "SELECT pg_advisory_xact_lock(7361820452)"
 
     def __init__(self, conninfo: str, *, connect_timeout: int = 5) -> None:
         self.conninfo = conninfo

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.sites.engines import Engine
+from connectors.sites.engines import Engine, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,13 @@ def migrations_for(engine: str, directory: Path = MIGRATIONS_DIR) -> list[Migrat
 def migrate(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply the migrations the database has not had yet; the versions applied now."""
     with engine.transaction() as tx:
+        _lock(engine, tx)
         tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
                    "applied_at TEXT NOT NULL)")
     applied: list[int] = []
     for migration in migrations_for(engine.name, directory):
         with engine.transaction() as tx:
+            _lock(engine, tx)
             if tx.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,)):
                 continue
             for statement in migration.statements():
@@ -66,3 +68,8 @@ def migrate(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[int]:
                     engine.name, migration.version, migration.name)
         applied.append(migration.version)
     return applied
+
+
+def _lock(engine: Engine, tx: Transaction) -> None:
+    if engine.schema_lock_sql:
+        tx.execute(engine.schema_lock_sql)

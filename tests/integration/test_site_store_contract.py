@@ -4,12 +4,14 @@ real: a SQLite file and the rig's PostgreSQL server."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from connectors.sites import SqlSiteStore, open_store
 from connectors.sites.engines import PostgresEngine
@@ -214,6 +216,21 @@ def test_a_store_that_is_down_raises_retriable_and_recovers(harness: Harness, un
         assert [c.member_login for c in store.changes(site, "0").changes] == ["alice"]
     finally:
         store.close()
+
+
+def test_workers_migrating_one_new_database_at_once(postgres_server: PostgresServer, unique_name: str) -> None:
+    database = unique_name.replace("-", "_")
+    with psycopg.connect(postgres_server.superuser_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(database), sql.Identifier(postgres_server.user)))
+    location = postgres_server.conninfo.rsplit("/", 1)[0] + "/" + database
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_store(location), range(4)))
+    for store in stores:
+        assert store.migrate() == []
+        store.close()
+    with psycopg.connect(location) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
 
 
 def test_a_postgresql_server_that_is_not_there_is_retriable() -> None:
