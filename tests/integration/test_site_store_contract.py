@@ -135,6 +135,31 @@ def test_changes_of_one_site_stay_in_that_site(store: SqlSiteStore, unique_name:
     assert store.members(f"{unique_name}-b") == ([], "0")
 
 
+def test_concurrent_writers_get_one_gap_free_sequence_of_tokens(harness: Harness, unique_name: str) -> None:
+    site = f"{unique_name}-busy"
+    stores = [harness.open() for _ in range(4)]
+    try:
+        stores[0].create_site(site)
+
+        def add(n: int) -> None:
+            for m in range(25):
+                stores[n].add_member(site, f"user{n}-{m}", {"n": str(m)})
+                stores[n].write_properties(site, f"user{n}-{m}", {"n": "written"})
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(add, range(4)))
+        batch = stores[0].changes(site, "0", limit=1000)
+        assert [int(c.change_token) for c in batch.changes] == list(range(1, 201))
+        assert sorted(c.member_login for c in batch.changes if c.op is MembershipOp.ADDED) == sorted(
+            f"user{n}-{m}" for n in range(4) for m in range(25))
+        members, token = stores[0].members(site)
+        assert len(members) == 100 and token == "200"
+        assert {m.properties["n"] for m in members} == {"written"}
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_an_expired_token_says_so(harness: Harness, unique_name: str) -> None:
     store = harness.open(retain_changes=3)
     try:
