@@ -67,6 +67,11 @@ class LagMetrics:
         self._watched = tuple(watched)
         self._failing = False
 
+    @property
+    def kafka_reachable(self) -> bool:
+        """False since the last refresh could not read the lag from Kafka."""
+        return not self._failing
+
     async def refresh(self) -> None:
         """Unknown lag is left out rather than shown stale: a missing series is honest, an old one is not."""
         try:
@@ -96,10 +101,23 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         if settings.auth is not None and not _authorized(request, settings.auth):
-            return web.Response(status=401, text="unauthorized\n",
-                                headers={"WWW-Authenticate": f'{settings.auth.scheme} realm="idsync metrics"'})
+            return _unauthorized(settings.auth)
         await lag.refresh()
         return await render(request)
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        # Liveness only: the process and its event loop answer. No auth, so a probe needs no secret,
+        # and it says nothing about forests, groups or topics.
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        if settings.auth is not None and not _authorized(request, settings.auth):
+            return _unauthorized(settings.auth)
+        await lag.refresh()
+        down = components_down(kafka_reachable=lag.kafka_reachable)
+        if down:
+            return web.Response(status=503, text="".join(f"down {name}\n" for name in down))
+        return web.Response(text="ready\n")
 
     if settings.auth is None and not _loopback(settings.host):
         log.warning("metrics endpoint open to the network without authentication host=%s: anyone who reaches "
@@ -107,6 +125,8 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -116,6 +136,26 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def components_down(*, kafka_reachable: bool) -> list[str]:
+    """The components not up, read from the up gauges the outage watchers keep (a reader of each
+    forest, the contact writer) and from whether Kafka answered the last lag read."""
+    down = [f"reader forest={forest}" for forest, up in _gauge_values(READER_UP, "forest") if up != 1]
+    down += ["contact-writer" for _, up in _gauge_values(SINK_UP, None) if up != 1]
+    if not kafka_reachable:
+        down.append("kafka")
+    return down
+
+
+def _gauge_values(gauge: Gauge, label: str | None) -> list[tuple[str, float]]:
+    return [(sample.labels.get(label, "") if label else "", sample.value)
+            for family in gauge.collect() for sample in family.samples]
+
+
+def _unauthorized(auth: MetricsAuth) -> web.Response:
+    return web.Response(status=401, text="unauthorized\n",
+                        headers={"WWW-Authenticate": f'{auth.scheme} realm="idsync metrics"'})
 
 
 def _authorized(request: web.Request, auth: MetricsAuth) -> bool:

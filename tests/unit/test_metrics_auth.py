@@ -47,6 +47,8 @@ def test_bad_metrics_auth_is_reported_at_its_path(auth, messages):
 
 
 class NoLag:
+    kafka_reachable = True
+
     async def refresh(self) -> None: ...
 
 
