@@ -295,6 +295,10 @@ class ContactState:
     # A contact made by hand or by an older engine, joined to this person: taken over (its anchor
     # added, its managed attributes corrected, moved to `dn`) rather than duplicated.
     adopt_dn: str | None = None
+    # When the newest change among the person's sources happened in its directory (optional in v1).
+    # Not part of what the contact should look like: the contact writer only measures with it
+    # (idsync_sink_latency_seconds: directory change -> contact written).
+    changed_at: str | None = None
 
     def to_bytes(self) -> bytes:
         return encode(self)
@@ -324,6 +328,7 @@ class ContactState:
                 managed_attributes=tuple(str(a) for a in data.get("managed_attributes", ())),
                 fallback_dn=data.get("fallback_dn"),
                 adopt_dn=data.get("adopt_dn"),
+                changed_at=data.get("changed_at"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc

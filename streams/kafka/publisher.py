@@ -18,7 +18,7 @@ from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, ReaderCaughtUp, SnapshotMarker, SnapshotPhase
 from streams.kafka.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter
-from streams.monitoring.metrics import CHANGES_PUBLISHED
+from streams.monitoring.metrics import CHANGES_PUBLISHED, STAGE_RECORDS
 from streams.rules.secrets import scrub_record, without_secrets
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class ChangePublisher:
         def published_all(acknowledged: asyncio.Future) -> None:
             if not acknowledged.cancelled() and acknowledged.exception() is None:
                 CHANGES_PUBLISHED.labels(forest).inc(published)
+                STAGE_RECORDS.labels("reader").inc(published)
                 log.debug("published forest=%s changes=%d rejected=%d", forest, published, len(rejected))
 
         acknowledged = asyncio.gather(*deliveries)

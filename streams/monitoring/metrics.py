@@ -18,7 +18,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
-from prometheus_client import REGISTRY, Counter, Gauge
+import time
+from datetime import datetime, timezone
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streams.config.security import MetricsAuth
@@ -53,6 +56,18 @@ SINK_ERRORS = Counter(
 DEAD_LETTERS = Counter("idsync_dead_letters", "Records sent to the error topic, by stage", ["stage"])
 CONSUMER_LAG = Gauge(
     "idsync_consumer_lag", "Records of the topic the group has not committed yet", ["group", "topic", "partition"]
+)
+SINK_LATENCY = Histogram(
+    "idsync_sink_latency_seconds",
+    "From the change in the source directory (its changed_at) to the contact written, per sink",
+    ["sink"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
+STAGE_RECORDS = Counter(
+    "idsync_stage_records", "Records handled by each stage (reader, metaverse-engine, contact-writer); "
+    "rate() gives records per second", ["stage"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "idsync_consumer_lag_seconds", "Age of the oldest record the group has not consumed (0 when caught up)", ["group"]
 )
 
 # A scrape waits this long for Kafka before it answers without the lag series.
@@ -136,6 +151,20 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def observe_sink_latency(sink: str, changed_at: str | None, *, now: float | None = None) -> None:
+    """Observe how long ago the source change happened; nothing when the record carries no time
+    (written by an older engine) or an unreadable one. A source clock ahead of ours counts as 0."""
+    if not changed_at:
+        return
+    try:
+        moment = datetime.fromisoformat(changed_at.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    SINK_LATENCY.labels(sink).observe(max(0.0, (time.time() if now is None else now) - moment.timestamp()))
 
 
 def components_down(*, kafka_reachable: bool) -> list[str]:

@@ -25,6 +25,7 @@ from streams.metaverse_events import (
     ProbeAnswer,
     decode_engine_event,
 )
+from streams.monitoring.metrics import STAGE_RECORDS
 from streams.processors.persons import BreakerStage, PersonStage
 from streams.processors.space import SpaceStage
 from streams.processors.stages import EngineContext
@@ -42,6 +43,7 @@ class MetaverseEngine:
 
     async def process(self, record: Record) -> tuple[str, str | None] | None:
         """Apply one record. Returns (reason, forest) when it must go to the error topic."""
+        STAGE_RECORDS.labels("metaverse-engine").inc()
         try:
             if record.topic == self._topics.changes:
                 return await self._on_change_topic(record)

@@ -34,7 +34,7 @@ from streams.processors.stages import EngineContext, partition_key
 from streams.rules.breaker import BreakerState, admit, decided
 from streams.rules.dn import DnError, same_dn
 from streams.rules.gal import desired_contact
-from streams.rules.person import Connector, Person, same_forest_duplicates
+from streams.rules.person import Connector, Person, newest_change, same_forest_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class PersonStage:
                 await self._c.send(self._s.topics.deletes, key, withdrawn.to_bytes(), partition=0)
             fingerprint = hashlib.sha256(desired.to_bytes()).hexdigest()[:16]
             if force or person.exported != fingerprint:
-                await self._c.send(self._s.topics.contacts, key, desired.to_bytes())
+                # The fingerprint leaves changed_at out: a change that alters nothing on the contact
+                # sends nothing. What is sent carries the newest source change, for the latency metric.
+                stamped = replace(desired, changed_at=newest_change(person.connectors.values()))
+                await self._c.send(self._s.topics.contacts, key, stamped.to_bytes())
                 person = _exported(person, fingerprint)
         elif _wants_delete(person.exported, resend=force):
             pending = person.exported.startswith(PENDING)

@@ -27,7 +27,10 @@ from streams.kafka.clients import Brokers
 from streams.kafka.compacted import latest_values
 from streams.kafka.dead_letters import DeadLetter
 from streams.metaverse_events import Conflict
-from streams.monitoring.metrics import CONTACTS_DELETED, CONTACTS_WRITTEN, SINK_ERRORS, SINK_OUTAGES, SINK_UP
+from streams.monitoring.metrics import (
+    CONTACTS_DELETED, CONTACTS_WRITTEN, SINK_ERRORS, SINK_OUTAGES, SINK_UP, STAGE_RECORDS,
+    observe_sink_latency,
+)
 from streams.monitoring.outages import Outage
 from streams.processors.blocked import BlockedContacts
 
@@ -173,6 +176,7 @@ class SinkRunner:
                 await asyncio.sleep(delay)
         self._outage.succeeded()
         for (record, state), result in zip(batch, results):
+            STAGE_RECORDS.labels("contact-writer").inc()
             if isinstance(result, Blocked):
                 await self._held(record, state, result)
                 continue
@@ -184,6 +188,7 @@ class SinkRunner:
                 CONTACTS_DELETED.inc()
             elif result not in _NOTHING_DONE:
                 CONTACTS_WRITTEN.inc()
+                observe_sink_latency("central", state.changed_at)
             log.info("contact %s anchor=%s dn=%s", result, state.anchor, state.dn)
 
     async def _held(self, record: ConsumerRecord, state: ContactState, blocked: Blocked) -> None:

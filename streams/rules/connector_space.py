@@ -102,7 +102,7 @@ def connector_of(obj: SourceObject, policy: JoinPolicy, managed: str | None) -> 
     return Connector(
         anchor=obj.key, forest=obj.forest, central=obj.forest == policy.central_forest,
         kind=obj.kind or ObjectKind.OTHER, dn=obj.dn, attributes=obj.attributes, position=obj.position,
-        managed_for=managed,
+        managed_for=managed, changed_at=obj.changed_at,
     )
 
 

@@ -46,6 +46,9 @@ class SourceObject:
     snapshot: str | None = None
     # Created by one of idsync's writer accounts: idsync's own output, never a person to provision.
     created_by_idsync: bool = False
+    # When the source says the object last changed (DirectoryChange.changed_at); carried on to the
+    # person's contact only to measure end-to-end latency (idsync_sink_latency_seconds).
+    changed_at: str | None = None
 
     @property
     def key(self) -> str:
@@ -73,6 +76,7 @@ class SourceObject:
             deleted=data["deleted"],
             snapshot=data.get("snapshot"),
             created_by_idsync=data.get("created_by_idsync") is True,
+            changed_at=data.get("changed_at"),
             swept=data.get("swept") is True,
         )
 
@@ -99,6 +103,7 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             dn=change.dn,
             attributes=_lowercase_names(change.attributes),
             position=change.position,
+            changed_at=change.changed_at,
             snapshot=change.snapshot_id,
             created_by_idsync=change.written_by_idsync or (living and current.created_by_idsync),
         )
@@ -113,6 +118,7 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             kind=kind,
             dn=change.dn,
             position=change.position,
+            changed_at=change.changed_at,
             deleted=True,
         )
     attributes = apply_modifications(base.attributes if base else {}, change.modifications)
@@ -125,8 +131,10 @@ def apply_change(current: SourceObject | None, change: DirectoryChange) -> Sourc
             dn=change.dn,
             attributes=attributes,
             position=change.position,
+            changed_at=change.changed_at,
         )
-    return replace(base, kind=kind, dn=change.dn, attributes=attributes, position=change.position)
+    return replace(base, kind=kind, dn=change.dn, attributes=attributes, position=change.position,
+                   changed_at=change.changed_at)
 
 
 def sweep_candidates(entries: Iterable[SourceObject], marker: SnapshotMarker) -> list[SourceObject]:

@@ -9,6 +9,7 @@ back to a lower source the moment the winning one loses a value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from streams.events import EventDecodeError, ObjectKind, check_schema, encode, parse
@@ -27,12 +28,14 @@ class Connector:
     position: str
     # For a contact idsync manages: the person id it carries in its anchor attribute.
     managed_for: str | None = None
+    # The source object's changed_at (see SourceObject): only for the latency metric.
+    changed_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "anchor": self.anchor, "forest": self.forest, "central": self.central, "kind": str(self.kind),
             "dn": self.dn, "attributes": {k: list(v) for k, v in self.attributes.items()},
-            "position": self.position, "managed_for": self.managed_for,
+            "position": self.position, "managed_for": self.managed_for, "changed_at": self.changed_at,
         }
 
     @classmethod
@@ -42,6 +45,7 @@ class Connector:
             kind=ObjectKind(data["kind"]), dn=str(data["dn"]),
             attributes={str(k): tuple(str(x) for x in v) for k, v in data.get("attributes", {}).items()},
             position=str(data["position"]), managed_for=data.get("managed_for"),
+            changed_at=data.get("changed_at"),
         )
 
 
@@ -133,6 +137,23 @@ def merged_values(connectors: Sequence[Connector], precedence: Precedence) -> di
                 merged[name] = values
                 break
     return merged
+
+
+def newest_change(connectors: Iterable[Connector]) -> str | None:
+    """The latest changed_at among the connectors (readers write ISO 8601 in UTC, with a Z or
+    +00:00 and varying fractions, so they are compared as times); None when none carries one."""
+    times = [(parse_time(c.changed_at), c.changed_at) for c in connectors if c.changed_at]
+    times = [(t, text) for t, text in times if t is not None]
+    return max(times)[1] if times else None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (UTC when it names no zone); None when unreadable."""
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def same_forest_duplicates(connectors: Iterable[Connector]) -> dict[str, list[str]]:
