@@ -71,6 +71,13 @@ class GroupLagReader:
         self._admin = AIOKafkaAdminClient(**client_options)
         self._consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, auto_offset_reset="earliest")
 
+    @classmethod
+    def sharing(cls, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> GroupLagReader:
+        """A reader over clients someone else starts and stops (the metrics endpoint's LagProbe)."""
+        reader = cls.__new__(cls)
+        reader._admin, reader._consumer = admin, consumer
+        return reader
+
     async def start(self) -> None:
         await self._admin.start()
         try:

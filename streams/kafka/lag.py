@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka.clients import Brokers, client_settings
+from streams.kafka.group_lag import GroupLagReader, GroupOffsets
 
 
 class LagProbe:
@@ -17,7 +18,11 @@ class LagProbe:
 
     def __init__(self, kafka: Brokers) -> None:
         self._admin = AIOKafkaAdminClient(**client_settings(kafka))
-        self._consumer = AIOKafkaConsumer(**client_settings(kafka), enable_auto_commit=False)
+        # earliest: the group reader seeks to committed offsets to read the oldest unconsumed
+        # record's time, and one already trimmed by retention means the log's first.
+        self._consumer = AIOKafkaConsumer(**client_settings(kafka), enable_auto_commit=False,
+                                          auto_offset_reset="earliest")
+        self._groups = GroupLagReader.sharing(self._admin, self._consumer)
 
     async def start(self) -> None:
         await self._admin.start()
@@ -32,6 +37,10 @@ class LagProbe:
             await self._consumer.stop()
         finally:
             await self._admin.close()
+
+    async def group_offsets(self, group_id: str, topics: Sequence[str]) -> GroupOffsets:
+        """The group's offsets and age of its oldest unconsumed record, as `idsync lag` reads them."""
+        return await self._groups.read(group_id, topics)
 
     async def lag(self, group_id: str, topic: str) -> dict[int, int]:
         """Lag per partition of `topic` for `group_id` (end offset minus the position, see `positions`)."""

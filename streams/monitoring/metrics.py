@@ -14,6 +14,7 @@ import binascii
 import hmac
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -74,6 +75,24 @@ CONSUMER_LAG_SECONDS = Gauge(
 LAG_TIMEOUT_SECONDS = 5.0
 
 
+class LagHistory:
+    """The lag samples of the last hour per group, kept in memory for the status page's chart."""
+
+    def __init__(self, window_seconds: float = 3600.0) -> None:
+        self.window = window_seconds
+        self._samples: dict[str, deque[tuple[float, int, float]]] = {}
+
+    def add(self, group: str, at: float, records: int, seconds: float) -> None:
+        samples = self._samples.setdefault(group, deque())
+        samples.append((at, records, seconds))
+        while samples and samples[0][0] < at - self.window:
+            samples.popleft()
+
+    def samples(self) -> dict[str, list[tuple[float, int, float]]]:
+        """Per group, (time, records, seconds) oldest first."""
+        return {group: list(samples) for group, samples in self._samples.items()}
+
+
 class LagMetrics:
     """Fills idsync_consumer_lag for the watched (group, topic) pairs, once per scrape."""
 
@@ -81,6 +100,12 @@ class LagMetrics:
         self._probe = probe
         self._watched = tuple(watched)
         self._failing = False
+        self._groups: dict[str, list[str]] = {}
+        for group, topic in self._watched:
+            self._groups.setdefault(group, []).append(topic)
+        # Scrapes, /readyz and the status page may refresh at once; the group reader seeks one consumer.
+        self._lock = asyncio.Lock()
+        self.history = LagHistory()
 
     @property
     def kafka_reachable(self) -> bool:
@@ -88,14 +113,22 @@ class LagMetrics:
         return not self._failing
 
     async def refresh(self) -> None:
+        async with self._lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         """Unknown lag is left out rather than shown stale: a missing series is honest, an old one is not."""
         try:
             readings = {
                 (group, topic): await asyncio.wait_for(self._probe.lag(group, topic), LAG_TIMEOUT_SECONDS)
                 for group, topic in self._watched
             }
+            # The age of the oldest unconsumed record, computed as `idsync lag` does.
+            offsets = [await asyncio.wait_for(self._probe.group_offsets(group, topics), LAG_TIMEOUT_SECONDS * 2)
+                       for group, topics in self._groups.items()]
         except (KafkaError, LookupError, TimeoutError) as exc:
             CONSUMER_LAG.clear()
+            CONSUMER_LAG_SECONDS.clear()
             if not self._failing:
                 log.warning("consumer lag unreadable error=%r", describe_error(exc))
             self._failing = True
@@ -108,6 +141,12 @@ class LagMetrics:
         for (group, topic), lag in readings.items():
             for partition, records in lag.items():
                 CONSUMER_LAG.labels(group, topic, str(partition)).set(records)
+        CONSUMER_LAG_SECONDS.clear()
+        for group in offsets:
+            seconds = max((p.lag_seconds(group.at) for p in group.partitions), default=0.0)
+            records = sum(p.lag for p in group.partitions)
+            CONSUMER_LAG_SECONDS.labels(group.group).set(seconds)
+            self.history.add(group.group, group.at, records, seconds)
 
 
 async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:

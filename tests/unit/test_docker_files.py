@@ -137,13 +137,18 @@ def test_prometheus_scrapes_idsync_where_it_listens(compose, topology):
 
 
 def _registered_metric_names() -> set[str]:
-    """The series names idsync's metrics module exposes (a counter's with its _total suffix)."""
+    """The series names idsync's metrics module exposes (a counter's with its _total suffix, a histogram's
+    _bucket, _sum and _count)."""
     names = set()
     for value in vars(idsync_metrics).values():
         if isinstance(value, prometheus_client.metrics.MetricWrapperBase):
             for family in value.describe():
-                names.update({f"{family.name}_total", f"{family.name}_created"} if family.type == "counter"
-                             else {family.name})
+                if family.type == "counter":
+                    names.update({f"{family.name}_total", f"{family.name}_created"})
+                elif family.type == "histogram":
+                    names.update({f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"})
+                else:
+                    names.add(family.name)
     return names
 
 
