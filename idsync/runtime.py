@@ -18,6 +18,7 @@ from connectors.ldap.contacts import LdapContactWriter
 from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
+from idsync.status_page import page as status_page
 from streams.config.topology import Forest, KafkaSettings, Topology
 from streams.contracts import ChangeReader
 from streams.kafka.clients import KafkaAccessError, check_access, client_settings
@@ -247,6 +248,7 @@ async def run_metrics_endpoint(topology: Topology) -> None:
             *((topology.streams.app_id, topic) for topic in topics.consumed()),
             (contact_writer_group(topology), topics.contacts),
         )
-        await serve_metrics(topology.metrics, LagMetrics(probe, watched))
+        lag = LagMetrics(probe, watched)
+        await serve_metrics(topology.metrics, lag, status_page=lambda: status_page(topology, lag))
     finally:
         await probe.stop()

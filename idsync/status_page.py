@@ -190,3 +190,8 @@ _CSS = ("body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-siz
         "margin-top:1.4em}table{border-collapse:collapse}th,td{border-bottom:1px solid #ddd;padding:3px 10px;"
         "text-align:left}th{background:#f3f3f3}.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;"
         "font-weight:600}.muted{color:#777}svg text{font-size:11px;fill:#555}")
+
+
+async def page(topology: Topology, lag: LagMetrics) -> str:
+    """The page as the worker serves it at /status."""
+    return render(await gather(topology, lag))

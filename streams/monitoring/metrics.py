@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -149,8 +149,10 @@ class LagMetrics:
             self.history.add(group.group, group.at, records, seconds)
 
 
-async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
-    """Serve GET /metrics until cancelled; with settings.auth, only to a scrape that proves it."""
+async def serve_metrics(settings: MetricsSettings, lag: LagMetrics,
+                        status_page: Callable[[], Awaitable[str]] | None = None) -> None:
+    """Serve GET /metrics, /readyz and /status (the HTML `status_page` returns) until cancelled;
+    with settings.auth, only to a request that proves it. /healthz needs no proof."""
     render = make_aiohttp_handler(REGISTRY)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
@@ -173,6 +175,13 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
             return web.Response(status=503, text="".join(f"down {name}\n" for name in down))
         return web.Response(text="ready\n")
 
+    async def status(request: web.Request) -> web.StreamResponse:
+        if settings.auth is not None and not _authorized(request, settings.auth):
+            return _unauthorized(settings.auth)
+        if status_page is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=await status_page(), content_type="text/html")
+
     if settings.auth is None and not _loopback(settings.host):
         log.warning("metrics endpoint open to the network without authentication host=%s: anyone who reaches "
                     "it reads idsync's forest names, group ids and topics; set metrics.auth", settings.host)
@@ -181,6 +190,7 @@ async def serve_metrics(settings: MetricsSettings, lag: LagMetrics) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

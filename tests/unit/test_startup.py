@@ -97,7 +97,7 @@ async def test_the_metrics_endpoints_missing_password_is_said_at_start_with_its_
         async def stop(self):
             pass
 
-    async def serve(_settings, _lag):
+    async def serve(_settings, _lag, **_):
         pass
 
     monkeypatch.delenv("IDSYNC_METRICS_PASSWORD", raising=False)
