@@ -50,6 +50,8 @@ done
 dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'ok installed' || missing_packages+=(postgresql)
 command -v java >/dev/null || missing_packages+=(default-jre-headless)
 command -v mvn >/dev/null || missing_packages+=(maven)
+# The status page test opens the page in headless Chromium.
+command -v chromium >/dev/null || missing_packages+=(chromium)
 if [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     missing_packages+=(python3-venv)
 fi
