@@ -148,7 +148,7 @@ def chart(lag: dict[str, list[tuple[float, int, float]]], now: float, window: fl
         colour = _COLOURS[i % len(_COLOURS)]
         points = " ".join(f"{x(at):.1f},{y(records):.1f}" for at, records, _ in samples)
         out.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2' points='{points}'/>")
-        out.append(f"<text x='{left + 8}' y='{22 + 14 * i}' fill='{colour}'>{escape(group)}</text>")
+        out.append(f"<text x='{left + 8}' y='{22 + 14 * i}' style='fill:{colour}'>{escape(group)}</text>")
     out.append("</svg>")
     return "".join(out)
 
