@@ -2,10 +2,12 @@
 
 from datetime import datetime, timezone
 
+import orjson
 from prometheus_client import REGISTRY
 
-from streams.events import ContactState, ObjectKind
+from streams.events import ChangeOp, ContactState, DirectoryChange, ObjectKind
 from streams.monitoring.metrics import observe_sink_latency
+from streams.rules.metaverse import SourceObject, apply_change
 from streams.rules.person import Connector, newest_change
 
 
@@ -41,3 +43,20 @@ def test_latency_is_observed_from_the_source_time():
     observe_sink_latency("test-sink", "garbage", now=at)
     assert count("test-sink") == 1
     assert REGISTRY.get_sample_value("idsync_sink_latency_seconds_sum", {"sink": "test-sink"}) - before == 2.5
+
+
+def change(op, position: str, changed_at: str, **attributes) -> DirectoryChange:
+    return DirectoryChange(forest="a", object_id="u1", op=op, kind=ObjectKind.USER, dn="cn=u1,dc=a",
+                           attributes={k: (v,) for k, v in attributes.items()}, position=position,
+                           changed_at=changed_at)
+
+
+def test_the_metaverse_object_keeps_the_time_of_its_latest_change_and_reads_an_older_entry_without_it():
+    added = apply_change(None, change(ChangeOp.ADD, "001", "2026-12-04T06:00:00Z", mail="u@a"))
+    assert added.changed_at == "2026-12-04T06:00:00Z"
+    modified = apply_change(added, change(ChangeOp.MODIFY, "002", "2026-12-04T06:05:00Z"))
+    assert modified.changed_at == "2026-12-04T06:05:00Z"
+    assert SourceObject.from_bytes(modified.to_bytes()) == modified
+    older = {**orjson.loads(modified.to_bytes())}
+    del older["changed_at"]
+    assert SourceObject.from_bytes(orjson.dumps(older)).changed_at is None
