@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Batches sent and not yet acknowledged before the runner waits for the oldest.
 _MAX_IN_FLIGHT = 4
+# How long a failed reader waits for Kafka's acknowledgements of the batches it had sent.
+_SETTLE_AFTER_FAILURE_SECONDS = 2.0
 # How often a reader retries an error that needs a person (PermanentError).
 _PERMANENT_RETRY_SECONDS = 60.0
 
@@ -86,6 +88,9 @@ class SourceRunner:
             except (RetriableError, PermanentError, KafkaError) as exc:
                 # Read again from the newest position whose changes Kafka acknowledged: the
                 # reader re-sends what came after it, downstream drops what it already has.
+                # Batches Kafka is acknowledging as the read failed count too (a directory that
+                # went away says nothing about them): fewer changes are published twice.
+                await self._retire_acknowledged(in_flight)
                 acknowledged = self._acknowledged
                 for batch in in_flight:
                     batch.acks.add_done_callback(_ignore_outcome)
@@ -96,6 +101,25 @@ class SourceRunner:
                     delay = max(delay, _PERMANENT_RETRY_SECONDS)
                     log.error("reader needs attention forest=%s error=%r retry_in=%.0fs", self._reader.forest, str(exc), delay)
                 await asyncio.sleep(delay)
+
+    async def _retire_acknowledged(self, in_flight: deque[_InFlight]) -> None:
+        """After a failure: wait briefly for the batches in flight, and keep the position of
+        those at the head that Kafka acknowledged."""
+        newest = self._acknowledged
+        deadline = asyncio.get_running_loop().time() + _SETTLE_AFTER_FAILURE_SECONDS
+        while in_flight:
+            acks = in_flight[0].acks
+            remaining = deadline - asyncio.get_running_loop().time()
+            if not acks.done() and remaining > 0:
+                await asyncio.wait([acks], timeout=remaining)
+            if not acks.done() or acks.cancelled() or acks.exception() is not None:
+                break
+            newest = in_flight.popleft().position or newest
+        if newest is not None and newest != self._acknowledged:
+            try:
+                await self._save(newest)
+            except KafkaError as exc:
+                log.warning("reader position not saved after a failure forest=%s error=%r", self._reader.forest, str(exc))
 
     async def _follow(self, position: str | None, in_flight: deque[_InFlight]) -> None:
         """Read and publish from `position` on. The next batch is read while Kafka acknowledges

@@ -152,3 +152,20 @@ async def test_the_first_read_is_acknowledged_then_marked_caught_up_once() -> No
         assert publisher.caught_up == 1
     finally:
         task.cancel()
+
+
+async def test_a_batch_kafka_acknowledges_as_a_read_fails_is_not_read_again() -> None:
+    from streams.contracts import RetriableError
+
+    reader = ScriptedReader(failures={3: RetriableError("the directory went away")})
+    positions, publisher = Positions(stored="0"), ControlledPublisher()
+    task = asyncio.create_task(runner(reader, positions, publisher).run())
+    try:
+        await until(lambda: len(publisher.acks) == 2, "two batches in flight")
+        await until(lambda: len(reader.reads) == 3, "the failing read")
+        publisher.acks[0].set_result(None)
+        publisher.acks[1].set_result(None)  # acknowledged just after the read failed
+        await asyncio.wait_for(until_async(lambda: len(reader.reads) >= 4), timeout=5)
+        assert positions.saved[-1] == "2" and reader.reads[3] == "2"
+    finally:
+        task.cancel()
