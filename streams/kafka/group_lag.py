@@ -71,12 +71,15 @@ class GroupLagReader:
         self._admin = AIOKafkaAdminClient(**client_options)
         self._consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, auto_offset_reset="earliest")
 
-    @classmethod
-    def sharing(cls, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> GroupLagReader:
-        """A reader over clients someone else starts and stops (the metrics endpoint's LagProbe)."""
-        reader = cls.__new__(cls)
-        reader._admin, reader._consumer = admin, consumer
-        return reader
+    @property
+    def admin(self) -> AIOKafkaAdminClient:
+        return self._admin
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """Reads from the earliest offset: a committed record already trimmed by retention means
+        the log's first."""
+        return self._consumer
 
     async def start(self) -> None:
         await self._admin.start()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from streams.kafka.clients import Brokers, client_settings
 from streams.kafka.group_lag import GroupLagReader, GroupOffsets
@@ -17,26 +16,16 @@ class LagProbe:
     (a metrics scrape every few seconds should not open two Kafka connections each time)."""
 
     def __init__(self, kafka: Brokers) -> None:
-        self._admin = AIOKafkaAdminClient(**client_settings(kafka))
-        # earliest: the group reader seeks to committed offsets to read the oldest unconsumed
-        # record's time, and one already trimmed by retention means the log's first.
-        self._consumer = AIOKafkaConsumer(**client_settings(kafka), enable_auto_commit=False,
-                                          auto_offset_reset="earliest")
-        self._groups = GroupLagReader.sharing(self._admin, self._consumer)
+        # One admin client and one consumer, the group reader's: it reads the groups' offsets and
+        # the age of their oldest unconsumed records, and this probe's lag with the same clients.
+        self._groups = GroupLagReader(client_settings(kafka))
+        self._admin, self._consumer = self._groups.admin, self._groups.consumer
 
     async def start(self) -> None:
-        await self._admin.start()
-        try:
-            await self._consumer.start()
-        except BaseException:
-            await self._admin.close()
-            raise
+        await self._groups.start()
 
     async def stop(self) -> None:
-        try:
-            await self._consumer.stop()
-        finally:
-            await self._admin.close()
+        await self._groups.stop()
 
     async def group_offsets(self, group_id: str, topics: Sequence[str]) -> GroupOffsets:
         """The group's offsets and age of its oldest unconsumed record, as `idsync lag` reads them."""
