@@ -139,24 +139,23 @@ Read = Callable[[KafkaSettings, str], Awaitable[Mapping[bytes | None, bytes]]]
 
 
 async def list_conflicts(topology: Topology, *, json: bool = False, read: Read = latest_values) -> int:
-    kafka = topology.kafka
-    try:
-        conflicts, skipped = open_conflicts(await read(kafka, kafka.topics.conflicts))
-    except KafkaError as exc:
-        return _unreachable(topology, exc)
-    _note_skipped(skipped, kafka.topics.conflicts, "conflicts")
-    print(as_json(conflicts) if json else conflicts_table(conflicts))
-    return 0
+    return await _list(topology, topology.kafka.topics.conflicts, open_conflicts, conflicts_table, "conflicts",
+                       json=json, read=read)
 
 
 async def list_held_deletes(topology: Topology, *, json: bool = False, read: Read = latest_values) -> int:
-    kafka = topology.kafka
+    return await _list(topology, topology.kafka.topics.held_deletes, held_deletes, held_table, "delete requests",
+                       json=json, read=read)
+
+
+async def _list(topology: Topology, topic: str, select, render, what: str, *, json: bool, read: Read) -> int:
+    """The events `select` keeps of a compacted topic's latest values, as a table or JSON."""
     try:
-        requests, skipped = held_deletes(await read(kafka, kafka.topics.held_deletes))
+        events, skipped = select(await read(topology.kafka, topic))
     except KafkaError as exc:
         return _unreachable(topology, exc)
-    _note_skipped(skipped, kafka.topics.held_deletes, "delete requests")
-    print(as_json(requests) if json else held_table(requests))
+    _note_skipped(skipped, topic, what)
+    print(as_json(events) if json else render(events))
     return 0
 
 
