@@ -54,7 +54,7 @@ class GroupLag:
 
 def watched_groups(topology: Topology) -> list[tuple[str, tuple[str, ...]]]:
     """idsync's consumer groups and their topics: the faust app (its group is the app id) on the
-    five topics of the metaverse engine, and the contact writer on the contacts topic."""
+    topics of the metaverse engine, and the contact writer on the contacts topic."""
     from idsync.runtime import contact_writer_group
 
     topics = engine_settings(topology).topics

@@ -23,7 +23,7 @@ from streams.rules.join import Claim
 from streams.rules.person import Connector
 
 
-class _Event:
+class FieldEvent:
     SCHEMA: str
     VERSION = 1
 
@@ -72,6 +72,11 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def register_converter(annotation: str, convert: Callable[[Any], Any]) -> None:
+    """How fields declared with `annotation` (its text) decode, for event modules beside this one."""
+    _CONVERTERS[annotation] = convert
+
+
 @functools.cache
 def _decoders(kind: type) -> tuple[tuple[str, Callable[[Any], Any], bool], ...]:
     return tuple(
@@ -80,7 +85,7 @@ def _decoders(kind: type) -> tuple[tuple[str, Callable[[Any], Any], bool], ...]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JoinClaim(_Event):
+class JoinClaim(FieldEvent):
     SCHEMA = "idsync.join-claim"
     anchor: str
     claim_id: str
@@ -97,7 +102,7 @@ class JoinClaim(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JoinResolve(_Event):
+class JoinResolve(FieldEvent):
     """Gives `key` (a key the claim led on its way) its person."""
 
     SCHEMA = "idsync.join-resolve"
@@ -118,7 +123,7 @@ class JoinResolve(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JoinProbe(_Event):
+class JoinProbe(FieldEvent):
     """A joined object's key checked against its person (registers a free key)."""
 
     SCHEMA = "idsync.join-probe"
@@ -129,7 +134,7 @@ class JoinProbe(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JoinLink(_Event):
+class JoinLink(FieldEvent):
     SCHEMA = "idsync.join-link"
     anchor: str
     claim_id: str
@@ -139,7 +144,7 @@ class JoinLink(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ProbeAnswer(_Event):
+class ProbeAnswer(FieldEvent):
     SCHEMA = "idsync.join-probe-answer"
     anchor: str
     probe_id: str
@@ -149,7 +154,7 @@ class ProbeAnswer(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectorState(_Event):
+class ConnectorState(FieldEvent):
     """A source object's state for its person; `connector` None: it left the person."""
 
     SCHEMA = "idsync.connector-state"
@@ -167,7 +172,7 @@ class ConnectorState(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CentralBarrier(_Event):
+class CentralBarrier(FieldEvent):
     """Sent by each connector-space partition to every person partition once the central
     forest's initial state is folded in and every central object it holds is joined."""
 
@@ -176,7 +181,7 @@ class CentralBarrier(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExportAll(_Event):
+class ExportAll(FieldEvent):
     """Sent by `idsync resync --rebuild` to every person partition: every person's contact is
     derived again with the rules in force (after a change of templates or precedence), and sent
     where it changed."""
@@ -186,7 +191,7 @@ class ExportAll(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteRequest(_Event):
+class DeleteRequest(FieldEvent):
     SCHEMA = "idsync.delete-request"
     person: str
     request_id: str
@@ -197,7 +202,7 @@ class DeleteRequest(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteWithdrawn(_Event):
+class DeleteWithdrawn(FieldEvent):
     """The person wants a contact again: a delete it asked for, if still held, is dropped."""
 
     SCHEMA = "idsync.delete-withdrawn"
@@ -206,7 +211,7 @@ class DeleteWithdrawn(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteVerdict(_Event):
+class DeleteVerdict(FieldEvent):
     """An operator's decision on held deletes (`persons` empty: every held one)."""
 
     SCHEMA = "idsync.delete-verdict"
@@ -215,7 +220,7 @@ class DeleteVerdict(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteDecision(_Event):
+class DeleteDecision(FieldEvent):
     """The breaker's answer to one delete request, back on the person's partition."""
 
     SCHEMA = "idsync.delete-decision"
@@ -225,7 +230,7 @@ class DeleteDecision(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Conflict(_Event):
+class Conflict(FieldEvent):
     """A conflict idsync decided deterministically and reports until it is resolved at the source
     (compacted by `conflict_id`; `open` false: it is over)."""
 
@@ -242,6 +247,12 @@ _KINDS = {kind.SCHEMA: kind for kind in (
     JoinClaim, JoinResolve, JoinProbe, JoinLink, ProbeAnswer, ConnectorState, CentralBarrier, ExportAll,
     DeleteRequest, DeleteWithdrawn, DeleteVerdict, DeleteDecision,
 )}
+
+
+def register_engine_event(kind: type[FieldEvent]) -> type[FieldEvent]:
+    """An event of another module (streams/site_events.py) that travels on the engine's topics."""
+    _KINDS[kind.SCHEMA] = kind
+    return kind
 
 
 def decode_engine_event(raw: bytes | None):

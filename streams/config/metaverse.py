@@ -223,7 +223,8 @@ def engine_settings(topology: Topology) -> EngineSettings:
     return EngineSettings(
         topics=EngineTopics.internal(
             topology.streams.app_id, changes=topics.changes, contacts=topics.contacts, conflicts=topics.conflicts,
-            held_deletes=topics.held_deletes, errors=topics.errors,
+            held_deletes=topics.held_deletes, errors=topics.errors, site_changes=topics.site_changes,
+            site_writes=topics.site_writes,
         ),
         partitions=topology.kafka.partitions,
         central_forest=central,
@@ -241,6 +242,7 @@ def engine_settings(topology: Topology) -> EngineSettings:
         delete_window_seconds=breaker.window_seconds,
         sweep_max_fraction=topology.streams.sweep_max_fraction,
         sweep_always_allowed=topology.streams.sweep_always_allowed,
+        profiles=topology.sites.policy if topology.sites is not None else None,
     )
 
 

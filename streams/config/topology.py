@@ -33,6 +33,7 @@ from streams.config.metaverse import (
     metaverse,
 )
 from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, TopologyError, choice, kind_of, rule
+from streams.config.sites import SITES_KEYS, SiteSettings, sites
 from streams.config.security import (
     KAFKA_SECURITY_KEYS,
     KafkaSecurity,
@@ -65,7 +66,8 @@ MAX_PARTITIONS = 10_000
 MAX_REPLICATION_FACTOR = 32
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors",
-                  "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes"}
+                  "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes",
+                  "site_changes": "idsync.site-changes", "site_writes": "idsync.site-writes"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,9 @@ class Topics:
     # The metaverse engine's reports: join conflicts, and deletes the breaker holds for an operator.
     conflicts: str = DEFAULT_TOPICS["conflicts"]
     held_deletes: str = DEFAULT_TOPICS["held_deletes"]
+    # Person sync: membership changes read from site stores, and property writes to them.
+    site_changes: str = DEFAULT_TOPICS["site_changes"]
+    site_writes: str = DEFAULT_TOPICS["site_writes"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +177,8 @@ class Topology:
     source: Path | None
     # None: the worker serves no metrics endpoint.
     metrics: MetricsSettings | None = None
+    # None: no person sync (no site store is read or written).
+    sites: SiteSettings | None = None
 
     @property
     def central(self) -> Forest:
@@ -217,7 +224,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         raise TopologyError([f"expected a mapping of kafka, streams, forests and contacts, got {kind_of(data)}"],
                             source=source)
     errors: list[str] = []
-    top = Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metaverse", "metrics"))
+    top = Section(errors, data, "", ("kafka", "streams", "forests", "contacts", "metaverse", "metrics", "sites"))
     base_dir = source.absolute().parent if source is not None else None
     kafka = _kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                        "topics", *KAFKA_SECURITY_KEYS)), base_dir)
@@ -237,6 +244,8 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         metaverse=metaverse(top.child("metaverse", METAVERSE_KEYS), user_forests, central),
         source=source,
         metrics=_metrics(top.child("metrics", ("listen", "auth")), base_dir) if top.given("metrics") else None,
+        sites=sites(top.child("sites", SITES_KEYS), base_dir, tuple(f.name for f in forests if f.name))
+        if top.given("sites") else None,
     )
     if errors:
         raise TopologyError(errors, source=source)

@@ -36,6 +36,9 @@ def topic_specs(kafka: KafkaSettings, app_id: str | None = None) -> tuple[TopicS
         # What is open now: a resolved conflict or a decided delete leaves a record that says so.
         TopicSpec(topics.conflicts, 1, compacted=True),
         TopicSpec(topics.held_deletes, 1, compacted=True),
+        # Keyed by member login, and by store/site/login: per-member order holds within a partition.
+        TopicSpec(topics.site_changes, kafka.partitions, compacted=False),
+        TopicSpec(topics.site_writes, kafka.partitions, compacted=False),
     )
     if app_id is None:
         return specs
@@ -46,7 +49,7 @@ def topic_specs(kafka: KafkaSettings, app_id: str | None = None) -> tuple[TopicS
     # The engine's hops between key spaces: as many partitions as the changes topic, so faust
     # gives partition p of every topic (and table) to one worker.
     return specs + tuple(
-        TopicSpec(name, kafka.partitions, compacted=False) for name in (engine.joins, engine.links, engine.persons, engine.deletes)
+        TopicSpec(name, kafka.partitions, compacted=False) for name in (engine.joins, engine.links, engine.persons, engine.deletes, engine.logins)
     )
 
 

@@ -30,6 +30,7 @@ from streams.metaverse_events import (
     DeleteWithdrawn,
     ExportAll,
 )
+from streams.processors.profiles import ProfileStage
 from streams.processors.stages import EngineContext, partition_key
 from streams.rules.breaker import BreakerState, admit, decided
 from streams.rules.dn import DnError, same_dn
@@ -51,9 +52,10 @@ HELD_SUFFIX = "#hold"
 
 
 class PersonStage:
-    def __init__(self, context: EngineContext) -> None:
+    def __init__(self, context: EngineContext, profiles: ProfileStage) -> None:
         self._c = context
         self._s = context.settings
+        self._profiles = profiles
 
     async def on_person_event(
         self, key: bytes, event: ConnectorState | CentralBarrier | ExportAll | DeleteDecision, partition: int
@@ -79,10 +81,12 @@ class PersonStage:
         if updated is None:
             # A re-delivery: send again what a crash may have lost (the receivers are idempotent).
             await self._export(person, partition, force=True)
+            await self._profiles.after_person(person, force=True)
             return
         await self._report_duplicates(person, updated)
         drifted = self._drifted(updated, before, joined)
         await self._export(updated, partition, force=drifted, hold=event.hold_delete)
+        await self._profiles.after_person(updated)
 
     # --- export ----------------------------------------------------------------------------
 

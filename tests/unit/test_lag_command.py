@@ -77,7 +77,7 @@ def test_json_has_every_figure_of_every_partition():
 
 def test_the_groups_are_the_engines_on_its_five_topics_and_the_contact_writers():
     (engine, engine_topics), (writer, writer_topics) = watched_groups(TOPOLOGY)
-    assert engine == "idsync" and len(engine_topics) == 5 and "idsync.directory-changes" in engine_topics
+    assert engine == "idsync" and len(engine_topics) == 7 and "idsync.directory-changes" in engine_topics
     assert (writer, writer_topics) == ("idsync-contact-writer", ("idsync.central-contacts",))
 
 
