@@ -153,6 +153,8 @@ def test_defaults_fill_what_the_file_leaves_out():
         "errors": "idsync.errors",
         "conflicts": "idsync.conflicts",
         "held_deletes": "idsync.held-deletes",
+        "site_changes": "idsync.site-changes",
+        "site_writes": "idsync.site-writes",
     }
     assert (topology.streams.app_id, topology.streams.commit_interval_seconds) == ("idsync", 1.0)
     capture = topology.central.change_capture

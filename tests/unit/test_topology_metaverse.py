@@ -241,6 +241,7 @@ def test_engine_settings_of_the_shipped_topology():
         "changes": "idsync.directory-changes", "joins": "idsync-join-claims", "links": "idsync-links",
         "persons": "idsync-person-changes", "deletes": "idsync-delete-requests", "contacts": "idsync.central-contacts",
         "conflicts": "idsync.conflicts", "held_deletes": "idsync.held-deletes", "errors": "idsync.errors",
+        "site_changes": "idsync.site-changes", "logins": "idsync-login-claims", "site_writes": "idsync.site-writes",
     }
     assert (settings.partitions, settings.central_forest) == (3, "central")
     assert settings.join.rules == (
