@@ -27,6 +27,12 @@ class PermanentError(ConnectorError):
     """This record can never be applied as it is: dead-letter it and go on."""
 
 
+class NotAMember(PermanentError):
+    """A profile write for a login the site no longer lists: the member left the site after the
+    write was decided. Nothing is wrong with the record, and membership lists are never altered by
+    a write, so the sink skips it (it is not dead-lettered)."""
+
+
 class NeedsAttention(PermanentError):
     """The connection itself is refused for a reason only a person can mend (a certificate that is
     not trusted, StartTLS refused): no record is at fault, so none is dead-lettered; the
@@ -150,7 +156,8 @@ class SiteWriter(Protocol):
     def write_properties(self, site: str, login: str, properties: Mapping[str, str]) -> dict[str, str]:
         """Set the given properties (others are left alone) on the member's entry, idempotently;
         returns the properties that changed (empty: nothing was written, nothing logged). Raises
-        RetriableError when the store is unavailable, PermanentError when `login` is not a member
-        of `site` (membership lists are never altered by a write)."""
+        RetriableError when the store is unavailable, NotAMember when `login` is not a member of
+        `site` (membership lists are never altered by a write), PermanentError when the record can
+        never be applied."""
 
     def close(self) -> None: ...

@@ -8,7 +8,7 @@ for ContactWriter. Statements use `?` placeholders; PostgreSQL gets them as `%s`
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,17 +115,32 @@ class PostgresEngine:
     # Two workers starting at once would both create the tables: one waits for the other's commit.
     schema_lock_sql = "SELECT pg_advisory_xact_lock(7361820452)"
 
-    def __init__(self, conninfo: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, conninfo: str, *, connect_timeout: int = 5,
+                 password: Callable[[], str] | None = None) -> None:
+        """`password` is called at each (re)connect, so a rotated secret applies to the next
+        connection; the conninfo itself never holds one (topology.yaml forbids it)."""
         self.conninfo = conninfo
         self._connect_timeout = connect_timeout
+        self._password = password
         self._conn: Any = None
 
     def _connect(self) -> Any:
         import psycopg
 
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=self._connect_timeout)
+            extra = {} if self._password is None else {"password": self._read_password()}
+            self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=self._connect_timeout,
+                                         **extra)
         return self._conn
+
+    def _read_password(self) -> str:
+        assert self._password is not None
+        try:
+            return self._password()
+        except Exception as exc:
+            # A secret that went missing is waited out like a server that went away; the message
+            # names where the secret is looked for, never its value.
+            raise RetriableError(f"postgresql site store: password unavailable: {exc}") from None
 
     def create(self) -> None:
         """The database must exist already: a PostgreSQL database is created by its administrator."""

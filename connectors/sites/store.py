@@ -15,14 +15,17 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from connectors.sites.engines import Engine, PostgresEngine, SqliteEngine, Transaction
 from connectors.sites.migrations import migrate
-from streams.contracts import FullReadReason, PermanentError, SiteChangeBatch, SiteMember
+from streams.contracts import FullReadReason, NotAMember, PermanentError, SiteChangeBatch, SiteMember
 from streams.site_events import MembershipOp, SiteMembershipChange
+
+if TYPE_CHECKING:
+    from streams.config.sites import SiteStoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +125,12 @@ class SqlSiteStore:
 
     def write_properties(self, site: str, login: str, properties: Mapping[str, str]) -> dict[str, str]:
         """Set the given properties on the member's entry; logged as a properties change when any
-        value differs. Only members' entries are written: an unknown member is a PermanentError."""
+        value differs. Only members' entries are written: an unknown member is NotAMember."""
         dump_properties(properties)
         with self._transaction() as tx:
             current = _locked_member(tx, site, login)
             if current is None:
-                raise PermanentError(f"site {site!r} has no member {login!r}")
+                raise NotAMember(f"site {site!r} has no member {login!r}")
             changed = property_changes(current, properties)
             if changed:
                 _save_member(tx, site, login, current | changed, self.retain_changes)
@@ -250,4 +253,24 @@ def open_store(location: str | Path, *, retain_changes: int = DEFAULT_RETAIN_CHA
             engine.create()
     store = SqlSiteStore(engine, retain_changes=retain_changes)
     store.migrate()
+    return store
+
+
+def open_site_store(settings: SiteStoreSettings, *, retain_changes: int = DEFAULT_RETAIN_CHANGES) -> SqlSiteStore:
+    """The store a topology's `sites.stores[]` entry names, migrated to the newest schema. A
+    PostgreSQL password (password_env / password_file) is read at each connect, never kept. The
+    SQLite file must exist already: a missing file is a store that is down (RetriableError), not
+    a new empty one. Raises RetriableError when the database cannot be reached."""
+    engine: SqliteEngine | PostgresEngine
+    if settings.engine == "postgresql":
+        password = settings.password
+        engine = PostgresEngine(settings.location, password=password.reveal if password is not None else None)
+    else:
+        engine = SqliteEngine(Path(settings.location))
+    store = SqlSiteStore(engine, retain_changes=retain_changes)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
     return store
