@@ -1,8 +1,9 @@
 """The faust application: the metaverse engine's tables, and the one agent that feeds it.
 
-The engine (streams/processors/engine.py) consumes five topics: directory changes (keyed by
-source anchor), join claims (by join key), links (by anchor), person changes (by person id) and
-delete requests (partition 0). Every table is keyed like the topic whose records write it, and
+The engine (streams/processors/engine.py) consumes seven topics: directory changes (keyed by
+source anchor), join claims (by join key), links (by anchor), person changes (by person id),
+delete requests (partition 0), and for person sync site membership changes and login claims
+(both by login). Every table is keyed like the topic whose records write it, and
 faust stores a table entry in the partition of the record being processed, so each table is
 partitioned exactly like its topic. All topics have the same partition count, so faust assigns
 partition p of every topic and table to the same worker; several workers split the partitions.
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_SECONDS = 30.0
 # Tables, by name: each has a changelog topic <app_id>-<name>-changelog.
 CONNECTOR_SPACE_TABLE = "connector-space"
+# Person sync's login index: `idsync sites` reads its changelog for the members of each site.
+SITE_LOGINS_TABLE = "site-logins"
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -83,6 +86,8 @@ def create_app(topology: Topology) -> faust.App:
         persons=table("persons"),
         breaker=table("delete-breaker"),
         clock=time.time,
+        logins=table(SITE_LOGINS_TABLE),
+        profiles=table("profiles"),
     ))
 
     async def dead_letter(record: Record, reason: str, forest: str | None) -> None:

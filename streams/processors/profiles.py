@@ -9,9 +9,12 @@
   as departed, so its memberships stay resolved and listed) and gets no writes until a source
   joins it again.
 
-Writes are computed against the site's own copy as the site reported it, never against what
-idsync sent: a write lost in a crash is sent again by the next event, and one that arrives
-twice finds the property set and writes nothing.
+Writes are computed against the site's copy as the site reported it, plus what was sent since
+and not yet confirmed by the site's change log (so a title change writes the title only, even
+before the last write came back). A person state delivered again (after a crash, which may have
+lost its writes) and every report of a site are compared with the site's copy alone: what may
+have been lost is sent again, and a write that arrives twice finds the value set and writes
+nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from datetime import datetime, timezone
 
 from streams.processors.stages import EngineContext
 from streams.rules.person import Person, newest_change
-from streams.rules.profiles import Profile, person_logins, property_diff, replicable_values, sources
+from streams.rules.profiles import (
+    Profile,
+    person_logins,
+    person_version,
+    property_diff,
+    replicable_values,
+    sources,
+)
 from streams.site_events import ClaimState, LoginClaim, SiteMembership, SiteWrite, login_key
 
 log = logging.getLogger(__name__)
@@ -56,15 +66,20 @@ class ProfileStage:
             self._c.profiles[key] = flagged.to_bytes()
             return
         returned = profile.departed_at is not None
-        updated = replace(profile, logins=person_logins(person, self._s.profiles), departed_at=None)
+        version = person_version(person)
+        # The state whose writes were sent last, again: a re-delivery after a crash, which may
+        # have lost them; so they are compared with what the sites reported, not what was sent.
+        again = force or version == profile.synced_state
+        updated = replace(profile, logins=person_logins(person, self._s.profiles), departed_at=None,
+                          synced_state=version)
         if returned:
             log.info("departed person is back, synced again person=%s", person.person_id)
-        await self._claim(updated, profile, ClaimState.LIVE, force=force or returned)
+        await self._claim(updated, profile, ClaimState.LIVE, force=again or returned)
+        updated = await self._write(person, updated, list(updated.memberships), "profile changed", trust_sent=not again)
         if updated.logins or updated.memberships:
             self._c.profiles[key] = updated.to_bytes()
         elif raw is not None:
             del self._c.profiles[key]
-        await self._write(person, updated, list(updated.memberships), "profile changed")
 
     async def on_membership(self, key: bytes, event: SiteMembership) -> None:
         if not self.enabled:
@@ -75,11 +90,13 @@ class ProfileStage:
             profile = profile.with_membership(event.site_id, event.login, event.properties)
         else:
             profile = profile.without_membership(event.site_id)
-        self._c.profiles[key] = profile.to_bytes()
         if event.present and profile.departed_at is None:
             stored = self._c.persons.get(key)
             if stored is not None:
-                await self._write(Person.from_bytes(stored), profile, [event.site_id], "membership")
+                # Against the site's own report: what it lacks is sent again, pending or not.
+                profile = await self._write(Person.from_bytes(stored), profile, [event.site_id], "membership",
+                                            trust_sent=False)
+        self._c.profiles[key] = profile.to_bytes()
 
     async def _claim(self, new: Profile, old: Profile, state: ClaimState, *, force: bool) -> None:
         at = self._now()
@@ -92,22 +109,30 @@ class ProfileStage:
     async def _send_claim(self, claim: LoginClaim) -> None:
         await self._c.send(self._s.topics.logins, login_key(claim.login), claim.to_bytes())
 
-    async def _write(self, person: Person, profile: Profile, site_ids: list[str], reason: str) -> None:
+    async def _write(self, person: Person, profile: Profile, site_ids: list[str], reason: str, *,
+                     trust_sent: bool) -> Profile:
+        """Send each site what it lacks of the person's replicable properties; the profile with
+        those writes pending. `trust_sent`: what was sent and not yet confirmed counts as held."""
         if not site_ids:
-            return
+            return profile
         wanted = replicable_values(person, self._s.profiles, self._s.gal.precedence)
         changed_at = newest_change(person.connectors.values())
         for site_id in site_ids:
             membership = profile.memberships.get(site_id)
             if membership is None:
                 continue
-            diff = property_diff(wanted, membership["properties"])
+            held = dict(membership["properties"])
+            if trust_sent:
+                held.update(membership.get("pending", {}))
+            diff = property_diff(wanted, held)
             if not diff:
                 continue
             store, _, site = site_id.partition("/")
             write = SiteWrite(store=store, site=site, login=membership["login"], person=person.person_id,
                               properties=diff, reason=reason, changed_at=changed_at)
             await self._c.send(self._s.topics.site_writes, write.key(), write.to_bytes())
+            profile = profile.with_sent(site_id, diff)
+        return profile
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._c.clock(), timezone.utc).isoformat()

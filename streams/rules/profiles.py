@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -69,6 +70,13 @@ def property_diff(wanted: Mapping[str, str], held: Mapping[str, str]) -> dict[st
     return {name: value for name, value in wanted.items() if held.get(name, "") != value}
 
 
+def person_version(person: Person) -> str:
+    """Which state of the person this is: its sources' positions (and those that left)."""
+    parts = sorted(f"{anchor}@{c.position}" for anchor, c in person.connectors.items())
+    parts += sorted(f"{anchor}-{position}" for anchor, position in person.departed.items())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 # --- the login index -----------------------------------------------------------------------
 
 
@@ -96,11 +104,23 @@ class Profile:
     logins: tuple[str, ...] = ()
     # When the person was found to have no source left; None while it has one.
     departed_at: str | None = None
-    # Site id (store/site) -> {"login": ..., "properties": the site's copy}.
+    # Site id (store/site) -> {"login": ..., "properties": the site's copy as the site reported
+    # it, "pending": what was sent to the site since and the site has not reported yet}.
     memberships: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # person_version() of the person state whose writes were sent last: the same state coming
+    # again is a re-delivery, whose writes may have been lost with a crash.
+    synced_state: str = ""
 
     def with_membership(self, site_id: str, login: str, properties: Mapping[str, str]) -> Profile:
-        entry = {"login": login, "properties": dict(properties)}
+        """The site reported its copy: what it confirms is no longer pending."""
+        pending = self.memberships.get(site_id, {}).get("pending", {})
+        entry = {"login": login, "properties": dict(properties),
+                 "pending": {k: v for k, v in pending.items() if properties.get(k, "") != v}}
+        return replace(self, memberships={**self.memberships, site_id: entry})
+
+    def with_sent(self, site_id: str, sent: Mapping[str, str]) -> Profile:
+        entry = dict(self.memberships[site_id])
+        entry["pending"] = {**entry.get("pending", {}), **sent}
         return replace(self, memberships={**self.memberships, site_id: entry})
 
     def without_membership(self, site_id: str) -> Profile:
@@ -118,8 +138,10 @@ class Profile:
                 person_id=str(data["person_id"]),
                 logins=tuple(str(x) for x in data.get("logins", ())),
                 departed_at=data.get("departed_at"),
-                memberships={str(k): {"login": str(v["login"]), "properties": dict(v["properties"])}
+                memberships={str(k): {"login": str(v["login"]), "properties": dict(v["properties"]),
+                                      "pending": dict(v.get("pending", {}))}
                              for k, v in data.get("memberships", {}).items()},
+                synced_state=str(data.get("synced_state", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EventDecodeError(f"{cls.SCHEMA}: {type(exc).__name__}: {exc}") from exc

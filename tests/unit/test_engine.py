@@ -18,6 +18,7 @@ from streams.rules.connector_space import JoinPolicy
 from streams.rules.gal import ExportPolicy, GalPolicy
 from streams.rules.join import JoinRule
 from streams.rules.person import Precedence
+from streams.rules.profiles import ProfilePolicy
 from streams.rules.templates import Template
 
 PARTITIONS = 3
@@ -27,7 +28,7 @@ TOPICS = EngineTopics.internal(
 OU = {"a": "ou=a,ou=gal,dc=central", "b": "ou=b,ou=gal,dc=central"}
 
 
-def settings(delete_limit: int = 100) -> EngineSettings:
+def settings(delete_limit: int = 100, profiles: ProfilePolicy | None = None) -> EngineSettings:
     return EngineSettings(
         topics=TOPICS,
         partitions=PARTITIONS,
@@ -53,6 +54,7 @@ def settings(delete_limit: int = 100) -> EngineSettings:
         delete_window_seconds=60.0,
         sweep_max_fraction=0.5,
         sweep_always_allowed=10,
+        profiles=profiles,
     )
 
 
@@ -63,14 +65,14 @@ def partition_of(key: bytes) -> int:
 class Bus:
     """Topics as per-partition queues; the engine's tables as plain dicts."""
 
-    def __init__(self, seed: int, delete_limit: int = 100) -> None:
+    def __init__(self, seed: int, delete_limit: int = 100, profiles: ProfilePolicy | None = None) -> None:
         self.rng = random.Random(seed)
         self.queues: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.out: dict[str, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         self.offsets: dict[tuple[str, int], int] = defaultdict(int)
         self.now = 1000.0
         self.context = EngineContext(
-            settings=settings(delete_limit), send=self.send, partition_of=partition_of,
+            settings=settings(delete_limit, profiles), send=self.send, partition_of=partition_of,
             space={}, index={}, persons={}, breaker={}, clock=lambda: self.now,
         )
         self.engine = MetaverseEngine(self.context)
