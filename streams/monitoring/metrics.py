@@ -67,6 +67,13 @@ STAGE_RECORDS = Counter(
     "idsync_stage_records", "Records handled by each stage (reader, metaverse-engine, contact-writer); "
     "rate() gives records per second", ["stage"],
 )
+SITE_SINK_UP = Gauge("idsync_site_writer_up", "1 unless the site store's writer is waiting out an outage", ["store"])
+SITE_SINK_OUTAGES = Counter("idsync_site_writer_outages", "Outages of the site store seen by its writer", ["store"])
+SITE_WRITES = Counter(
+    "idsync_site_writes",
+    "Profile writes to site members: outcome=written, unchanged (nothing differed), skipped (no longer a "
+    "member), error (dead-lettered)", ["store", "outcome"],
+)
 CONSUMER_LAG_SECONDS = Gauge(
     "idsync_consumer_lag_seconds", "Age of the oldest record the group has not consumed (0 when caught up)", ["group"]
 )
@@ -218,9 +225,10 @@ def observe_sink_latency(sink: str, changed_at: str | None, *, now: float | None
 
 def components_down(*, kafka_reachable: bool) -> list[str]:
     """The components not up, read from the up gauges the outage watchers keep (a reader of each
-    forest, the contact writer) and from whether Kafka answered the last lag read."""
+    forest and site store, the contact writer, each site store's writer) and from whether Kafka answered the last lag read."""
     down = [f"reader forest={forest}" for forest, up in _gauge_values(READER_UP, "forest") if up != 1]
     down += ["contact-writer" for _, up in _gauge_values(SINK_UP, None) if up != 1]
+    down += [f"site-writer store={store}" for store, up in _gauge_values(SITE_SINK_UP, "store") if up != 1]
     if not kafka_reachable:
         down.append("kafka")
     return down
