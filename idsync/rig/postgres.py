@@ -56,6 +56,16 @@ class PostgresServer:
     def superuser_conninfo(self) -> str:
         return f"postgresql://{_SERVICE_USER}:{self._superuser_password}@127.0.0.1:{self.port}/{self.database}"
 
+    def create_database(self, name: str) -> str:
+        """A new database owned by `user` (a test's own); its URL without the password, which
+        is `password`, as a topology names it (the password comes from password_env)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self._superuser_conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(self.user)))
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
     @property
     def log_file(self) -> Path:
         return self.workdir / self.name / "postgres.log"

@@ -149,6 +149,8 @@ class GalDeployment:
         groups = (
             *((self.topology.streams.app_id, topic) for topic in topics.consumed()),
             (f"{self.topology.streams.app_id}-contact-writer", kafka.topics.contacts),
+            *((f"{self.topology.streams.app_id}-site-writer-{store.name}", kafka.topics.site_writes)
+              for store in (self.topology.sites.stores if self.topology.sites is not None else ())),
         )
 
         lags: dict[tuple[str, str], dict] = {}
@@ -175,6 +177,7 @@ def write_topology(
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
     kafka_settings: Mapping[str, object] | None = None,
     metrics: Mapping[str, object] | None = None,
+    sites: Mapping[str, object] | None = None,
 ) -> tuple[Path, dict[str, str]]:
     """A topology for this test only: OUs, topics and group ids all carry `name`.
 
@@ -215,6 +218,8 @@ def write_topology(
                 "errors": f"{name}.errors",
                 "conflicts": f"{name}.conflicts",
                 "held_deletes": f"{name}.held-deletes",
+                "site_changes": f"{name}.site-changes",
+                "site_writes": f"{name}.site-writes",
             },
         } | dict(kafka_settings or {}),
         "streams": {"app_id": name, "commit_interval_seconds": 0.2} | streams,
@@ -234,6 +239,8 @@ def write_topology(
         document["metaverse"] = dict(metaverse)
     if metrics is not None:
         document["metrics"] = dict(metrics)
+    if sites is not None:
+        document["sites"] = dict(sites)
     path = workdir / "topology.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path, env
@@ -250,6 +257,7 @@ def deploy(
     forest_settings: Mapping[str, Mapping[str, object]] | None = None,
     kafka_settings: Mapping[str, object] | None = None,
     metrics: Mapping[str, object] | None = None,
+    sites: Mapping[str, object] | None = None,
     **streams: object,
 ) -> GalDeployment:
     """`streams` overrides settings of the topology's streams section for this deployment;
@@ -258,7 +266,7 @@ def deploy(
     `kafka_settings` keys of the kafka section; `metrics` the metrics section."""
     path, env = write_topology(
         workdir, name, broker, directories, streams, change_capture, metaverse, forest_settings, kafka_settings,
-        metrics,
+        metrics, sites,
     )
     return GalDeployment(
         name=name, workdir=workdir, broker=broker, directories=directories, topology=load_topology(path), env=env
