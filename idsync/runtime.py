@@ -11,29 +11,37 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
+from prometheus_client import Gauge
 
 from connectors.ad.dirsync import DirSyncReader
+from connectors.sites import SqlSiteStore, open_site_store
 from connectors.ad.usn_poll import UsnPollReader
 from connectors.ldap.contacts import LdapContactWriter
 from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.status_page import page as status_page
+from streams.config.sites import SiteStoreSettings
 from streams.config.topology import Forest, KafkaSettings, Topology
-from streams.contracts import ChangeReader
+from streams.contracts import ChangeReader, RetriableError
 from streams.kafka.clients import KafkaAccessError, check_access, client_settings
 from streams.kafka.lag import LagProbe
 from streams.kafka.positions import PositionStore
+from streams.kafka.site_positions import SitePositionStore
 from streams.kafka.publisher import ChangePublisher
 from streams.config.metaverse import engine_settings
 from streams.kafka.topics import ensure_topics
 from streams.monitoring.backoff import Backoff
 from streams.kafka.watch import watch_kafka
 from streams.monitoring.client_logs import quiet_kafka_clients
-from streams.monitoring.metrics import READER_OUTAGES, READER_UP, SINK_OUTAGES, SINK_UP, LagMetrics, serve_metrics
+from streams.monitoring.metrics import (
+    READER_OUTAGES, READER_UP, SINK_OUTAGES, SINK_UP, SITE_SINK_OUTAGES, SITE_SINK_UP, LagMetrics, serve_metrics,
+)
 from streams.monitoring.outages import Outage
 from streams.monitoring.secrets import wait_for_secret
 from streams.processors.app import add_component, create_app
+from streams.processors.site_reader import SiteReaderRunner, reader_label
+from streams.processors.site_sink import SiteSinkRunner, site_writer_group
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.processors.source_runner import SourceRunner
 
@@ -49,6 +57,9 @@ def build_worker(topology: Topology) -> faust.App:
     for forest in topology.forests:
         add_component(app, f"reader_{forest.name}", lambda forest=forest: run_reader(topology, forest))
     add_component(app, "contact_writer", lambda: run_contact_writer(topology))
+    for store in topology.sites.stores if topology.sites is not None else ():
+        add_component(app, f"site_reader_{store.name}", lambda store=store: run_site_reader(topology, store))
+        add_component(app, f"site_writer_{store.name}", lambda store=store: run_site_writer(topology, store))
     if topology.metrics is not None:
         add_component(app, "metrics", lambda: run_metrics_endpoint(topology))
     return app
@@ -71,13 +82,17 @@ def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
 
 
 def report_missing_secrets(topology: Topology) -> None:
-    """Every forest password that cannot be read, at ERROR with its YAML path, before anything
+    """Every forest (and site store) password that cannot be read, at ERROR with its YAML path, before anything
     starts: the components that need it wait for it (streams/monitoring/secrets.py)."""
     for forest in topology.forests:
         if problem := forest.password.problem():
             waits = "its reader" + (" and the contact writer" if forest.role == "central" else "")
             log.error("secret unavailable forest=%s error=%r: %s will wait for it, the other forests sync",
                       forest.name, problem, waits)
+    for store in topology.sites.stores if topology.sites is not None else ():
+        if store.password is not None and (problem := store.password.problem()):
+            log.error("secret unavailable store=%s error=%r: its site reader and writer will wait for it, "
+                      "the other stores and forests sync", store.name, problem)
 
 
 async def require_kafka_access(
@@ -218,6 +233,87 @@ async def run_contact_writer(topology: Topology) -> None:
         await asyncio.to_thread(writer.close)
 
 
+async def open_site_store_when_up(settings: SiteStoreSettings, outage: Outage) -> SqlSiteStore:
+    """The store, once its database answers: a store down at start is an outage like any other,
+    retried with backoff while the other components go on."""
+    while True:
+        try:
+            store = await asyncio.to_thread(open_site_store, settings)
+        except RetriableError as exc:
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        outage.succeeded()
+        return store
+
+
+async def _wait_for_site_password(settings: SiteStoreSettings, component: str, up: Gauge) -> None:
+    if settings.password is not None:
+        await wait_for_secret(settings.password, f"component={component} store={settings.name}", up=up,
+                              waits=f"this store's {component} waits for it, the other stores and forests sync")
+
+
+async def run_site_reader(topology: Topology, settings: SiteStoreSettings) -> None:
+    """The membership reader of one site store (streams/processors/site_reader.py)."""
+    label = reader_label(settings.name)
+    up, outages = READER_UP.labels(label), READER_OUTAGES.labels(label)
+    await _wait_for_site_password(settings, "site-reader", up)
+    kafka = topology.kafka
+    producer = producer_for(kafka)
+    await producer.start()
+    store: SqlSiteStore | None = None
+    try:
+        watched = Outage(f"component=site-reader store={settings.name} kafka={kafka.bootstrap_servers}",
+                         up=up, outages=outages)
+        async with kafka_watched(producer.client, watched, kafka.bootstrap_servers):
+            store = await open_site_store_when_up(
+                settings, Outage(f"component=site-reader store={settings.name}", up=up, outages=outages))
+            runner = SiteReaderRunner(
+                store, store=settings.name, producer=producer, topics=kafka.topics, partitions=None,
+                positions=SitePositionStore(producer, kafka=kafka, topic=kafka.topics.positions),
+                poll_interval=settings.poll_interval_seconds,
+            )
+            await runner.run()
+    finally:
+        if store is not None:
+            await asyncio.to_thread(store.close)
+        await producer.stop()
+
+
+async def run_site_writer(topology: Topology, settings: SiteStoreSettings) -> None:
+    """The profile writer of one site store (streams/processors/site_sink.py)."""
+    up, outages = SITE_SINK_UP.labels(settings.name), SITE_SINK_OUTAGES.labels(settings.name)
+    await _wait_for_site_password(settings, "site-writer", up)
+    kafka = topology.kafka
+    consumer = AIOKafkaConsumer(
+        kafka.topics.site_writes, **client_settings(kafka), group_id=site_writer_group(topology.streams.app_id, settings.name),
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    producer = producer_for(kafka)
+    await producer.start()
+    await consumer.start()
+    store: SqlSiteStore | None = None
+    try:
+        watched = Outage(f"component=site-writer store={settings.name} kafka={kafka.bootstrap_servers}",
+                         up=up, outages=outages)
+        async with kafka_watched(consumer._client, watched, kafka.bootstrap_servers):
+            store = await open_site_store_when_up(
+                settings, Outage(f"component=site-writer store={settings.name}", up=up, outages=outages))
+            runner = SiteSinkRunner(store, store=settings.name, consumer=consumer, producer=producer,
+                                    topics=kafka.topics)
+            await runner.run()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        if store is not None:
+            await asyncio.to_thread(store.close)
+
+
+def site_writer_groups(topology: Topology) -> list[str]:
+    """The consumer groups of the site stores' writers (none without a sites section)."""
+    stores = topology.sites.stores if topology.sites is not None else ()
+    return [site_writer_group(topology.streams.app_id, store.name) for store in stores]
+
+
 @contextlib.asynccontextmanager
 async def kafka_watched(client: AIOKafkaClient, outage: Outage, servers: str) -> AsyncIterator[None]:
     """While the block runs, whether `client` reaches Kafka is reported to `outage`, and
@@ -247,6 +343,7 @@ async def run_metrics_endpoint(topology: Topology) -> None:
         watched = (
             *((topology.streams.app_id, topic) for topic in topics.consumed()),
             (contact_writer_group(topology), topics.contacts),
+            *((group, topology.kafka.topics.site_writes) for group in site_writer_groups(topology)),
         )
         lag = LagMetrics(probe, watched)
         await serve_metrics(topology.metrics, lag, status_page=lambda: status_page(topology, lag))

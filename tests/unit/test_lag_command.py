@@ -81,6 +81,15 @@ def test_the_groups_are_the_engines_on_its_five_topics_and_the_contact_writers()
     assert (writer, writer_topics) == ("idsync-contact-writer", ("idsync.central-contacts",))
 
 
+def test_with_a_sites_section_each_site_stores_writer_is_watched_on_the_site_writes_topic():
+    data = dict(MINIMAL, sites={"stores": [{"name": "intranet", "url": "/var/lib/idsync/sites.db"},
+                                           {"name": "teams", "url": "postgresql://idsync@db:5432/sites"}]})
+    groups = watched_groups(parse_topology(data))
+    assert groups[:2] == watched_groups(TOPOLOGY)
+    assert groups[2:] == [("idsync-site-writer-intranet", ("idsync.site-writes",)),
+                          ("idsync-site-writer-teams", ("idsync.site-writes",))]
+
+
 class FakeReader:
     """Readings of the contact writer's group whose end offset grows by 2 a sample; the engine's
     group cannot be read."""
