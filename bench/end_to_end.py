@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.e2e import report  # noqa: E402
 from bench.e2e.idsync_side import contacts_base, run_resync, start_worker, worker_pid, write_topology  # noqa: E402
-from bench.e2e.procstat import Sampler, usage  # noqa: E402
+from bench.e2e.procstat import Sampler  # noqa: E402
 from bench.e2e.reference import SyncreplReplica  # noqa: E402
 from bench.e2e.stats import latency, median, rate_over_time, sync_figures  # noqa: E402
 from bench.e2e.watcher import Watcher  # noqa: E402
@@ -66,7 +66,8 @@ def directory(server: SlapdInstance, people_ou: str, domain: str) -> Directory:
 def merged(watchers: list[Watcher], attribute: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for watcher in watchers:
-        for key, moment in getattr(watcher, attribute).items():
+        # A copy (made in C, under the interpreter lock): the receiving thread keeps adding.
+        for key, moment in getattr(watcher, attribute).copy().items():
             found[key] = min(moment, found.get(key, math.inf))
     return found
 
@@ -81,25 +82,30 @@ def initial_sync(watchers: list[Watcher], started: float, users: int, timeout: f
 
 
 def steady(args, forests, shares, idsync_watcher: Watcher, replica_watchers: list[Watcher], rate: float,
-           worker_sampler: Sampler) -> dict:
+           samplers: dict[str, Sampler]) -> dict:
     label = f"r{rate:g}-{secrets.token_hex(2)}"
-    cpu_before = worker_sampler.sample()
+    cpu_before = {system: sampler.sample() for system, sampler in samplers.items()}
     writers = max(1, math.ceil(rate / 250))
-    sent = modify_at_rate(forests, shares, rate, args.seconds, label, writers)
-    everything = lambda w: set(sent) <= w.value_seen.keys()  # noqa: E731
-    idsync_watcher.wait(everything, args.grace)
+    modifies = modify_at_rate(forests, shares, rate, args.seconds, label, writers)
+    sent = {tag: after for tag, (_, after) in modifies.items()}
+    idsync_watcher.wait(lambda w: all(tag in w.value_seen for tag in sent), args.grace)
     deadline = time.monotonic() + args.grace
-    while not set(sent) <= merged(replica_watchers, "value_seen").keys() and time.monotonic() < deadline:
+    while (seen := merged(replica_watchers, "value_seen")) and time.monotonic() < deadline:
+        if all(tag in seen for tag in sent):
+            break
         time.sleep(0.05)
-    cpu_after = worker_sampler.sample()
+    cpu_after = {system: sampler.sample() for system, sampler in samplers.items()}
     moments = sorted(sent.values())
     result = {"sent": len(sent), "writers": writers,
               "achieved_rate": (len(moments) - 1) / (moments[-1] - moments[0]) if len(moments) > 1 else math.nan,
-              "worker_cpu_seconds": cpu_after.cpu_seconds - cpu_before.cpu_seconds if cpu_before and cpu_after else None}
+              "cpu_seconds": {system: cpu_after[system].cpu_seconds - cpu_before[system].cpu_seconds
+                              for system in samplers if cpu_before[system] and cpu_after[system]}}
     for system, seen in (("idsync", idsync_watcher.value_seen), ("reference", merged(replica_watchers, "value_seen"))):
-        summary, values = latency(sent, dict(seen))
+        summary, values = latency(sent, seen.copy())
         result[system] = summary.as_dict()
         result[f"{system}_latencies_ms"] = values
+        from_sent = {tag: before for tag, (before, _) in modifies.items()}
+        result[f"{system}_from_sent"] = latency(from_sent, seen.copy())[0].as_dict()
     return result
 
 
@@ -196,9 +202,11 @@ def run(args, workdir: Path) -> dict:
             raise RuntimeError(f"the worker exited; see {worker.log_path}")
 
         results["steady"] = {}
+        replica_sampler = Sampler(replica.pid)
         for rate in args.rates:
             time.sleep(2)
-            results["steady"][f"{rate:g}"] = steady(args, forests, shares, watcher, replica_watchers, rate, sampler)
+            results["steady"][f"{rate:g}"] = steady(args, forests, shares, watcher, replica_watchers, rate,
+                                                    {"idsync": sampler, "reference": replica_sampler})
             say(f"steady {rate:g}/s: {report.steady_line(results['steady'][f'{rate:g}'])}")
 
         results["resync"] = {"noop": noop_resyncs(args, topology, env)}
@@ -207,7 +215,7 @@ def run(args, workdir: Path) -> dict:
         worker.stop()
         results["resync"]["after_wipe"] = resync_after_wipe(args, topology, env, central, watcher, args.users)
         say(f"resync: {report.resync_line(results['resync'])}")
-        replica_usage = usage(replica.pid) if replica.pid else None
+        replica_usage = replica_sampler.close()
         results["resources"] = {
             "worker": {"peak_rss_mb": worker_usage.peak_rss_mb, "cpu_seconds": worker_usage.cpu_seconds,
                        "initial_sync_cpu_seconds": sync_cpu.cpu_seconds if sync_cpu else None},

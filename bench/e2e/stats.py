@@ -25,6 +25,8 @@ class Latency:
 
     sent: int
     arrived: int
+    # Seen no later than the modify returned to its writer: counted as 0 ms.
+    early: int
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -40,10 +42,13 @@ class Latency:
 
 def latency(sent_at: Mapping[str, float], seen_at: Mapping[str, float]) -> tuple[Latency, list[float]]:
     """Summary and the sorted latencies (ms) of each tag sent at `sent_at[tag]` (seconds) and seen
-    at `seen_at[tag]`; a tag never seen counts as missing."""
-    values = sorted((seen_at[tag] - sent) * 1000 for tag, sent in sent_at.items() if tag in seen_at)
+    at `seen_at[tag]`; a tag never seen counts as missing, one seen before it was sent as 0 ms
+    (a replica can show a change before the writer's process has read the modify's response)."""
+    raw = [(seen_at[tag] - sent) * 1000 for tag, sent in sent_at.items() if tag in seen_at]
+    values = sorted(max(0.0, value) for value in raw)
     summary = Latency(
-        sent=len(sent_at), arrived=len(values), p50_ms=percentile(values, 0.50), p95_ms=percentile(values, 0.95),
+        sent=len(sent_at), arrived=len(values), early=sum(1 for value in raw if value <= 0),
+        p50_ms=percentile(values, 0.50), p95_ms=percentile(values, 0.95),
         p99_ms=percentile(values, 0.99), max_ms=values[-1] if values else math.nan,
     )
     return summary, values
@@ -60,10 +65,17 @@ class Sync:
 
     @property
     def per_second(self) -> float:
+        """Objects over the whole time from the start (start-up included)."""
         return self.objects / self.last_s if self.last_s > 0 else math.nan
 
+    @property
+    def flowing_per_second(self) -> float:
+        """Objects per second from the first to the last (start-up left out)."""
+        span = self.last_s - self.first_s
+        return (self.objects - 1) / span if self.objects > 1 and span > 0 else math.nan
+
     def as_dict(self) -> dict:
-        return asdict(self) | {"per_second": self.per_second}
+        return asdict(self) | {"per_second": self.per_second, "flowing_per_second": self.flowing_per_second}
 
 
 def sync_figures(started: float, arrivals: Iterable[float], expected: int) -> Sync:

@@ -83,8 +83,8 @@ def _run_all(jobs: list) -> None:
 
 def _modify(targets: list[tuple[Directory, str, str, float]], queue) -> None:
     """Each (directory, dn, tag, when): at `when`, replace dn's displayName by `tag`; report
-    (tag, the moment the modify returned) of each."""
-    sent: list[tuple[str, float]] = []
+    (tag, the moment before it was sent, the moment it returned) of each."""
+    sent: list[tuple[str, float, float]] = []
     connections, opened = {}, []
     try:
         for directory, *_ in targets:
@@ -94,8 +94,9 @@ def _modify(targets: list[tuple[Directory, str, str, float]], queue) -> None:
         for directory, dn, tag, when in targets:
             if (delay := when - time.perf_counter()) > 0:
                 time.sleep(delay)
+            before = time.perf_counter()
             connections[directory.url].modify(dn, {"displayName": [(ldap3.MODIFY_REPLACE, [tag])]})
-            sent.append((tag, time.perf_counter()))
+            sent.append((tag, before, time.perf_counter()))
     finally:
         for context in opened:
             context.__exit__(None, None, None)
@@ -103,9 +104,9 @@ def _modify(targets: list[tuple[Directory, str, str, float]], queue) -> None:
 
 
 def modify_at_rate(directories: Sequence[Directory], shares: Sequence[range], rate: float, seconds: float,
-                   label: str, writers: int) -> dict[str, float]:
+                   label: str, writers: int) -> dict[str, tuple[float, float]]:
     """rate*seconds displayName modifications, round robin over the users of every forest, spread
-    over `writers` processes; tag -> the moment its modify returned."""
+    over `writers` processes; tag -> (the moment its modify was sent, the moment it returned)."""
     count = max(1, round(rate * seconds))
     people = [(directory, index) for directory, share in zip(directories, shares) for index in share]
     people.sort(key=lambda pair: pair[1])
@@ -116,9 +117,9 @@ def modify_at_rate(directories: Sequence[Directory], shares: Sequence[range], ra
     processes = [_CONTEXT.Process(target=_modify, args=(plan[w::writers], queue), daemon=True) for w in range(writers)]
     for process in processes:
         process.start()
-    sent: dict[str, float] = {}
+    sent: dict[str, tuple[float, float]] = {}
     for _ in processes:
-        sent.update(queue.get())
+        sent.update((tag, (before, after)) for tag, before, after in queue.get())
     for process in processes:
         process.join()
     return sent

@@ -32,6 +32,12 @@ def test_latency_counts_what_never_arrived_and_keeps_sorted_milliseconds():
     assert summary.as_dict()["missing"] == 1
 
 
+def test_latency_counts_a_change_seen_before_its_modify_returned_as_zero():
+    summary, values = latency({"a": 5.0, "b": 6.0}, {"a": 4.999, "b": 6.003})
+    assert summary.early == 1
+    assert values == pytest.approx([0.0, 3.0])
+
+
 def test_latency_of_nothing_arrived_is_unknown_not_zero():
     summary, values = latency({"a": 1.0}, {})
     assert values == [] and summary.missing == 1
@@ -42,6 +48,8 @@ def test_sync_figures_from_arrival_moments():
     figures = sync_figures(100.0, [101.0, 104.0, 102.0, 103.0], expected=5)
     assert (figures.objects, figures.first_s, figures.last_s) == (4, 1.0, 4.0)
     assert figures.per_second == 1.0
+    assert figures.flowing_per_second == 1.0
+    assert math.isnan(sync_figures(0.0, [3.0], expected=1).flowing_per_second)
     assert math.isnan(sync_figures(0.0, [], expected=3).per_second)
 
 
@@ -67,6 +75,8 @@ def test_number_and_ratio_cells():
     assert report.times(25.0, 10.0) == "2.50x"
     assert report.times(500.0, 10.0) == "50x"
     assert report.times(1.0, None) == "-"
+    assert report.times(1.0, 0.0) == "-"
+    assert report.times(5000.0, 1.0) == ">1000x"
 
 
 def test_table_aligns_rows_under_the_header_with_section_titles():
@@ -81,15 +91,15 @@ def test_table_aligns_rows_under_the_header_with_section_titles():
 
 def _results() -> dict:
     step = {"sent": 100, "achieved_rate": 50.0, "idsync": {"p50_ms": 20.0, "p95_ms": 30.0, "p99_ms": 40.0,
-                                                           "max_ms": 50.0, "missing": 1},
-            "reference": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 4.0, "max_ms": 5.0, "missing": 0}}
+                                                           "max_ms": 50.0, "missing": 1, "early": 0},
+            "reference": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 4.0, "max_ms": 5.0, "missing": 0, "early": 3}}
     return {
         "date": "2026-12-04T00:00:00+00:00",
         "load": {"users": 1000, "forests": 2, "rates": [50.0], "seconds": 2.0, "repeats": 3},
         "initial_sync": {"idsync": {"objects": 1000, "expected": 1000, "first_s": 4.0, "last_s": 10.0,
-                                    "per_second": 100.0},
+                                    "per_second": 100.0, "flowing_per_second": 150.0},
                          "reference": {"objects": 1000, "expected": 1000, "first_s": 0.1, "last_s": 0.5,
-                                       "per_second": 2000.0}},
+                                       "per_second": 2000.0, "flowing_per_second": 3000.0}},
         "steady": {"50": step},
         "direct": {"1": {"per_second": 1000.0}, "4": {"per_second": 1250.0}},
     }
@@ -99,10 +109,12 @@ def test_rows_put_idsync_beside_the_reference_with_ratios():
     rows = report.rows(_results())
     by_measure = {row[0]: row for row in rows if not isinstance(row, str)}
     assert by_measure["time to the last object, s"] == ("time to the last object, s", "10.0", "0.50", "20x")
-    assert by_measure["objects/s"][3] == "0.05x"
+    assert by_measure["objects/s, start to last"][3] == "0.05x"
+    assert by_measure["objects/s, first to last"][1:] == ("150", "3,000", "0.05x")
     assert by_measure["p99, ms"] == ("p99, ms", "40.0", "4.00", "10x")
     assert by_measure["never arrived"] == ("never arrived", "1", "0", "-")
-    assert by_measure["initial sync objects/s vs 1 connection(s)"][1:] == ("100", "1,000", "0.10x")
+    assert by_measure["visible before the modify returned (0 ms)"][1:] == ("0", "3", "-")
+    assert by_measure["objects/s first to last vs 1 connection(s)"][1:] == ("150", "1,000", "0.15x")
     assert any(isinstance(row, str) and row.startswith("steady state 50/s") for row in rows)
     assert "idsync/ref" in report.table(_results())
 
