@@ -285,8 +285,8 @@ async def run_site_writer(topology: Topology, settings: SiteStoreSettings) -> No
     await _wait_for_site_password(settings, "site-writer", up)
     kafka = topology.kafka
     consumer = AIOKafkaConsumer(
-        kafka.topics.site_writes, **client_settings(kafka), group_id=site_writer_group(topology.streams.app_id, settings.name),
-        enable_auto_commit=False, auto_offset_reset="earliest",
+        kafka.topics.site_writes, **client_settings(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
+        group_id=site_writer_group(topology.streams.app_id, settings.name),
     )
     producer = producer_for(kafka)
     await producer.start()

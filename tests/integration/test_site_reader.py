@@ -47,7 +47,9 @@ async def published(kafka: KafkaSettings) -> list[tuple[int, SiteMembershipChang
 
 
 async def stored_states(kafka: KafkaSettings, store: str) -> dict:
-    return await SitePositionStore(None, kafka=kafka, topic=kafka.topics.positions).load_all(store)  # type: ignore[arg-type]
+    # Loading needs no producer.
+    positions = SitePositionStore(None, kafka=kafka, topic=kafka.topics.positions)  # type: ignore[arg-type]
+    return await positions.load_all(store)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:

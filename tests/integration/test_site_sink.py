@@ -19,6 +19,7 @@ from connectors.sites import SqlSiteStore
 from idsync.rig import KafkaBroker
 from idsync.runtime import producer_for
 from streams.config.topology import KafkaSettings
+from streams.contracts import SiteWriter
 from streams.monitoring.metrics import SITE_SINK_UP, SITE_WRITES
 from streams.processors.site_sink import SiteSinkRunner, site_writer_group
 from streams.site_events import MembershipOp, SiteWrite
@@ -54,7 +55,7 @@ async def send(kafka: KafkaSettings, *writes: SiteWrite) -> list[Sent]:
 
 @contextlib.asynccontextmanager
 async def writer_for(kafka: KafkaSettings, db: SiteDb, group: str,
-                     wrap: Callable[[SqlSiteStore], object] = lambda store: store) -> AsyncIterator[SqlSiteStore]:
+                     wrap: Callable[[SqlSiteStore], SiteWriter] = lambda store: store) -> AsyncIterator[SqlSiteStore]:
     """The store's writer running as the worker runs it; yields the writer's own store connection."""
     consumer = AIOKafkaConsumer(kafka.topics.site_writes, bootstrap_servers=kafka.bootstrap_servers, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -62,7 +63,7 @@ async def writer_for(kafka: KafkaSettings, db: SiteDb, group: str,
     store = db.open()
     await producer.start()
     await consumer.start()
-    runner = SiteSinkRunner(wrap(store), store=db.settings.name, consumer=consumer, producer=producer,  # type: ignore[arg-type]
+    runner = SiteSinkRunner(wrap(store), store=db.settings.name, consumer=consumer, producer=producer,
                             topics=kafka.topics)
     task = asyncio.create_task(runner.run())
     try:
@@ -111,6 +112,9 @@ class Gate:
             self.entered.set()
             assert self.release.wait(30)
         return self.store.write_properties(site, login, properties)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 async def test_writes_are_applied_and_committed_only_after_the_write(
@@ -207,5 +211,5 @@ async def test_a_login_that_left_the_site_is_skipped_and_the_list_left_alone(
     assert SITE_WRITES.labels(name, "skipped")._value.get() == skipped + 1
     assert await records(kafka, kafka.topics.errors, count=1) == []
     with closing(admin := site_db.admin()):
-        assert [(c.member_login, c.op) for c in admin.changes("hr", "0").changes][-1] == ("alice",
-                                                                                         MembershipOp.PROPERTIES_CHANGED)
+        last = admin.changes("hr", "0").changes[-1]
+    assert (last.member_login, last.op) == ("alice", MembershipOp.PROPERTIES_CHANGED)
