@@ -89,7 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="the contact states as they were at T (ISO 8601, UTC unless it says); stop the worker "
                              "first, or it puts its current ones back")
 
+    sites = commands.add_parser("sites", help="person sync: the sites' last synchronization and members, or sync now")
+    sites.add_argument("action", choices=["status", "members", "sync"],
+                       help="status: per site; members SITE: its members; sync: one pass now")
+    sites.add_argument("site", nargs="?", help="members: the site (store/site, or a site name one store has)")
+    sites.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
+    sites.add_argument("--json", action="store_true", help="JSON instead of a table")
+    sites.add_argument("--full", action="store_true", help="sync: read the membership lists whole")
+    sites.add_argument("--site", dest="only_site", metavar="ID", help="sync: only this site (store/site or site)")
+
     args = parser.parse_args(argv)
+    if args.command == "sites":
+        if (args.action == "members") != (args.site is not None):
+            sites.error("members needs a SITE, and only members takes one")
+        if args.action != "sync" and (args.full or args.only_site):
+            sites.error("--full and --site go with sync")
     if args.command == "deletes" and args.verdict and (args.held or args.json):
         deletes.error(f"--held and --json list the held deletes; they do not go with {args.verdict}")
     if args.command == "deletes" and not args.verdict and args.person:
@@ -118,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return _errors(topology, args, errors)
     if args.command == "resync":
         return _resync(topology, args, resync)
+    if args.command == "sites":
+        return asyncio.run(_sites(topology, args))
     from idsync.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -216,6 +232,19 @@ async def _operation(topology: Topology, args: argparse.Namespace) -> int:
     if args.verdict is None:
         return await operations.list_held_deletes(topology, json=args.json)
     return await operations.decide_held_deletes(topology, approve=args.verdict == "approve", persons=args.person)
+
+
+async def _sites(topology: Topology, args: argparse.Namespace) -> int:
+    from idsync import sites
+
+    if topology.sites is None:
+        print(f"{topology.source}: has no sites section: person sync is not configured", file=sys.stderr)
+        return 2
+    if args.action == "status":
+        return await sites.show_status(topology, json=args.json)
+    if args.action == "members":
+        return await sites.show_members(topology, args.site, json=args.json)
+    return await sites.sync_now(topology, site=args.only_site, full=args.full, json=args.json)
 
 
 if __name__ == "__main__":

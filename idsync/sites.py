@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -143,6 +144,67 @@ async def show_members(topology: Topology, site: str, *, json: bool = False, rea
         return 2
     rows = member_rows(entries, site_id)
     print(_json(rows) if json else members_table(rows, site_id))
+    return 0
+
+
+async def sync_now(topology: Topology, *, site: str | None = None, full: bool = False, json: bool = False) -> int:
+    """One synchronization pass of every site (or one), as the worker's reader makes them: the
+    running worker's reader goes on from its own token afterwards (it publishes again what this
+    pass published, which changes nothing downstream)."""
+    from aiokafka.errors import KafkaError as KafkaFailure
+
+    from connectors.sites import open_site_store
+    from idsync.runtime import producer_for
+    from streams.contracts import ConnectorError
+    from streams.kafka.site_positions import SitePositionStore
+    from streams.processors.site_reader import SiteReaderRunner
+
+    assert topology.sites is not None
+    kafka = topology.kafka
+    stores = topology.sites.stores
+    wanted = site
+    if site is not None and "/" in site:
+        name, _, wanted = site.partition("/")
+        stores = tuple(s for s in stores if s.name == name)
+        if not stores:
+            print(f"no site store named {name!r} in {topology.source}", file=sys.stderr)
+            return 2
+    producer = producer_for(kafka)
+    rows: list[dict] = []
+    try:
+        await producer.start()
+        for settings in stores:
+            store = await asyncio.to_thread(open_site_store, settings)
+            try:
+                if wanted is not None and wanted not in await asyncio.to_thread(store.sites):
+                    continue
+                runner = SiteReaderRunner(
+                    store, store=settings.name, producer=producer, topics=kafka.topics, partitions=None,
+                    positions=SitePositionStore(producer, kafka=kafka, topic=kafka.topics.positions),
+                    poll_interval=settings.poll_interval_seconds,
+                )
+                for state in await runner.sync_once(site=wanted, full=full):
+                    rows.append({"store": state.store, "site": state.site, "mode": state.mode,
+                                 "reason": state.reason, "changes": state.changes, "token": state.token,
+                                 "at": state.at})
+                    if not json:
+                        print(f"synchronized store={state.store} site={state.site} mode={state.mode} "
+                              f"reason={state.reason} changes={state.changes} token={state.token}", file=sys.stderr)
+            finally:
+                await asyncio.to_thread(store.close)
+    except KafkaFailure as exc:
+        return _unreachable(topology, exc)
+    except ConnectorError as exc:
+        print(f"idsync sites sync: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await producer.stop()
+    if site is not None and not rows:
+        print(f"no site {site!r} in any site store of {topology.source}", file=sys.stderr)
+        return 2
+    print(_json(rows) if json else table(
+        ("STORE", "SITE", "SYNC", "WHY", "CHANGES", "TOKEN"),
+        [(r["store"], r["site"], r["mode"], r["reason"], str(r["changes"]), r["token"]) for r in rows]))
     return 0
 
 
