@@ -68,7 +68,7 @@ def create_app(topology: Topology) -> faust.App:
     # acks=False: faust neither tracks nor commits these topics' offsets; ProcessedOffsetCommitter does.
     consumed = app.topic(*topics.consumed(), acks=False, **_RAW)
     outputs = {name: app.topic(name, **_RAW) for name in {*topics.consumed(), topics.contacts, topics.conflicts,
-                                                           topics.held_deletes, topics.errors}}
+                                                           topics.held_deletes, topics.errors, topics.site_writes}}
 
     def table(name: str) -> faust.Table:
         # bytes key and value types make faust use its raw serializer: values are our own orjson.
