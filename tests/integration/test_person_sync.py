@@ -231,6 +231,7 @@ def test_kill_during_a_burst_of_2000_membership_changes_loses_none_and_writes_no
 
     try:
         gal.start_worker()
+        eventually(lambda: site in status(gal), timeout=FIRST_SYNC, what="the site's first synchronization")
         gal.wait_until_processed(timeout=FIRST_SYNC)
         writer = threading.Thread(target=burst)
         writer.start()
@@ -262,5 +263,6 @@ def test_kill_during_a_burst_of_2000_membership_changes_loses_none_and_writes_no
         else:
             writes_since_add[login] = 0
     assert not twice, f"written twice: {twice[:5]}"
+    print(f"\nburst: {len(log)} log entries, {sum(op == 'properties-changed' for _, _, op, _ in log)} written by idsync")
     assert {login: props["Title"] for login, props in site_store.properties(site).items()} == {
         f"{uid}@forest_a.test": f"User {uid}" for uid in users}
