@@ -3,7 +3,8 @@
 Starts the Kafka broker and the OpenLDAP forests that topology.yaml describes, loads sample
 users into the user forests (one person in both) and an old hand-made contact into the central
 forest, runs the worker, and shows the contacts it creates, adopts, updates and deletes in the
-central forest.  Everything it started is stopped before it returns.
+central forest; with the topology's sites section, person sync too (idsync/demo_sites.py).
+Everything it started is stopped before it returns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 import ldap3
 
+from idsync import demo_sites
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.worker import WorkerProcess
 from idsync.sample_data import HAND_MADE_CONTACT, SAMPLE_USERS, add_user, ensure_ou, persons
@@ -55,6 +57,9 @@ def run_demo(topology: Topology, *, workdir: Path | None = None, timeout: float 
         created = _load_samples(topology, forests)
         central = forests[topology.central.name]
         hand_made = _add_hand_made_contact(topology, central)
+        site_store = demo_sites.prepare(topology) if topology.sites is not None else None
+        if site_store is not None:
+            servers.callback(site_store.close)
         worker = WorkerProcess(topology.source, log_path=root / "worker.log", env=env)
         servers.callback(worker.stop)
         worker.start()
@@ -65,6 +70,8 @@ def run_demo(topology: Topology, *, workdir: Path | None = None, timeout: float 
         if _contact_count(central, topology) != people:
             raise DemoError(f"the hand-made contact {hand_made} was doubled instead of adopted")
         print(f"\nThe hand-made {hand_made} was adopted (renamed, its anchor added), not doubled.")
+        if site_store is not None:
+            demo_sites.show(site_store, topology, worker, forests, created[0][1], timeout)
 
         renamed_dn, renamed_name = _rename_first_user(forests, created)
         deleted_dn = _delete_last_user(forests, created)
@@ -78,7 +85,11 @@ def run_demo(topology: Topology, *, workdir: Path | None = None, timeout: float 
         )
         print(f"\nChanged displayName of {renamed_dn} to {renamed_name!r}; deleted {deleted_dn}.")
         _print_contacts("Contacts after the update and the delete", contacts)
-        print(f"\nidsync demo: OK ({people} contacts for {len(created)} users, 1 adopted, 1 updated, 1 deleted)")
+        sites = ""
+        if site_store is not None:
+            demo_sites.show_departed(site_store, topology, worker, timeout)
+            sites = f"; {len(demo_sites.SITES)} sites: 1 title written to both, 1 member removed, 1 departed flagged"
+        print(f"\nidsync demo: OK ({people} contacts for {len(created)} users, 1 adopted, 1 updated, 1 deleted{sites})")
         return 0
 
 
