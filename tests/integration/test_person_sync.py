@@ -266,3 +266,52 @@ def test_kill_during_a_burst_of_2000_membership_changes_loses_none_and_writes_no
     print(f"\nburst: {len(log)} log entries, {sum(op == 'properties-changed' for _, _, op, _ in log)} written by idsync")
     assert {login: props["Title"] for login, props in site_store.properties(site).items()} == {
         f"{uid}@forest_a.test": f"User {uid}" for uid in users}
+
+
+def test_a_site_store_that_is_down_is_retried_while_other_sites_and_the_gal_flow_go_on(
+        kafka_broker, directories, tmp_path, unique_name, postgres_server) -> None:
+    local = str(tmp_path / "local.db")
+    remote = postgres_server.create_database(unique_name.replace("-", "_"))
+    remote_admin = open_store(remote.replace(f"{postgres_server.user}@",
+                                             f"{postgres_server.user}:{postgres_server.password}@", 1))
+    local_admin = open_store(local, create=True)
+    gal = deploy(
+        tmp_path, unique_name, kafka_broker, directories._asdict(),
+        sites={"stores": [{"name": "local", "url": local, "poll_interval_seconds": 0.2},
+                          {"name": "remote", "url": remote, "password_env": PASSWORD_ENV,
+                           "poll_interval_seconds": 0.2}],
+               "replicate": REPLICATE},
+    )
+    gal.env[PASSWORD_ENV] = postgres_server.password
+    for admin in (local_admin, remote_admin):
+        admin.create_site("team")
+        admin.add_member("team", "ann@forest_a.test")
+    gal.add_user("forest_a", "ann", displayName="Ann")
+    try:
+        gal.start_worker()
+        for admin in (local_admin, remote_admin):
+            eventually(lambda admin=admin: admin.members("team")[0][0].properties.get("Title") == "Ann",
+                       timeout=FIRST_SYNC, what="Ann on both stores")
+        remote_admin.close()
+        postgres_server.pause()
+        try:
+            gal.add_user("forest_a", "ben", displayName="Ben")
+            local_admin.add_member("team", "ben@forest_a.test")
+            gal.modify("forest_a", f"uid=ann,{gal.people('forest_a')}", displayName="Ann Down")
+            eventually(lambda: {m.login: m.properties.get("Title") for m in local_admin.members("team")[0]} == {
+                "ann@forest_a.test": "Ann Down", "ben@forest_a.test": "Ben"}, timeout=SETTLE,
+                what="the other store's writes while one is down")
+            eventually(lambda: any(e.get("displayname") == ["Ben"] for e in gal.contacts().values()),
+                       timeout=SETTLE, what="the GAL contact of a user added while a site store is down")
+            log = gal.workers[-1].log_path.read_text()
+            assert "outage started" in log and "store=remote" in log
+        finally:
+            postgres_server.start()
+        remote_admin = open_store(remote.replace(f"{postgres_server.user}@",
+                                                 f"{postgres_server.user}:{postgres_server.password}@", 1))
+        eventually(lambda: remote_admin.members("team")[0][0].properties.get("Title") == "Ann Down", timeout=120,
+                   what="the write held while the store was down, applied once it is back")
+    finally:
+        gal.stop_workers()
+        local_admin.close()
+        remote_admin.close()
