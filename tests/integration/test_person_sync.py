@@ -315,3 +315,26 @@ def test_a_site_store_that_is_down_is_retried_while_other_sites_and_the_gal_flow
         gal.stop_workers()
         local_admin.close()
         remote_admin.close()
+
+
+def test_sites_sync_runs_a_pass_now_first_full_then_incremental_or_full_on_request(
+        kafka_broker, directories, tmp_path, unique_name, site_store: SiteStore) -> None:
+    gal = deploy_with_sites(kafka_broker, directories, tmp_path, unique_name, site_store)
+    site = f"{unique_name}-hr"
+    site_store.admin.create_site(site)
+    site_store.admin.add_member(site, "ann@forest_a.test")
+
+    def sync(*args: str) -> dict:
+        rows = {row["site"]: row for row in json.loads(gal.idsync("sites", "sync", "--json", *args))}
+        return rows[site]
+
+    first = sync()
+    assert (first["mode"], first["reason"], first["changes"]) == ("full", "no-token", 1)
+    site_store.admin.add_member(site, "ben@forest_a.test")
+    site_store.admin.remove_member(site, "ann@forest_a.test")
+    second = sync("--site", site)
+    assert (second["mode"], second["reason"], second["changes"]) == ("incremental", "changes", 2)
+    again = sync("--full", "--site", f"sp/{site}")
+    assert (again["mode"], again["reason"], again["changes"]) == ("full", "requested", 1)
+    row = status(gal)[site]
+    assert (row["mode"], row["last_full_reason"], row["token"]) == ("full", "requested", again["token"])
