@@ -150,13 +150,19 @@ def resync_after_wipe(args, topology: Path, env: dict, central: SlapdInstance, w
 
 
 def floor(args, central: SlapdInstance, forests: list[Directory], shares) -> dict:
+    """The same contacts (the first --floor-objects of them: central's databases, and its
+    accesslog above all, have the rig's 1 GiB map each) added straight to the central forest."""
+    per_forest = math.ceil(args.floor_objects / len(shares))
+    shares = [range(share.start, min(share.stop, share.start + per_forest)) for share in shares]
+    objects = sum(len(share) for share in shares)
     found = {}
     for connections in (1, 4):
         runs = []
         for run in range(args.repeats):
             target = directory(central, f"ou=direct-{connections}-{run},{CENTRAL_SUFFIX}", "")
             runs.append(direct_writes(target, forests, shares, connections))
-        found[str(connections)] = {"seconds": runs, "median_s": median(runs), "per_second": args.users / median(runs)}
+        found[str(connections)] = {"objects": objects, "seconds": runs, "median_s": median(runs),
+                                   "per_second": objects / median(runs)}
         say(f"direct ldap3 adds, {connections} connection(s): {found[str(connections)]['per_second']:.0f}/s")
     return found
 
@@ -235,11 +241,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="modifications per second, comma-separated (default 50,500)")
     parser.add_argument("--seconds", type=float, default=60, help="seconds of modifications per rate")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the no-op resync and of each direct floor")
+    parser.add_argument("--floor-objects", type=int, default=10_000,
+                        help="contacts per run of the direct-write floor (at most --users)")
     parser.add_argument("--grace", type=float, default=60, help="seconds to wait for changes still to arrive")
     parser.add_argument("--timeout", type=float, default=None, help="initial-sync limit (default 120 s + 20 ms/user)")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/<UTC timestamp>/")
     args = parser.parse_args(argv)
     args.timeout = args.timeout or 120 + args.users * 0.02
+    args.floor_objects = min(args.floor_objects, args.users)
     args.out = args.out or Path(__file__).parent / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return args
 
