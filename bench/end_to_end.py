@@ -187,8 +187,13 @@ def run(args, workdir: Path) -> dict:
         stack.callback(replica.stop)
         started = time.perf_counter()
         replica.start()
-        replica_watchers = [stack.enter_context(Watcher(db, f"ou=people,{db.suffix}", USER_FILTER, workdir / f"pw-{n}",
-                                                        name=f"replica-{n}")) for n, db in enumerate(replica.databases())]
+        replica_watchers = []
+        for n, db in enumerate(replica.databases()):
+            replica_watchers.append(Watcher(db, f"ou=people,{db.suffix}", USER_FILTER, workdir / f"pw-{n}",
+                                            name=f"replica-{n}"))
+            stack.push(replica_watchers[-1])
+            # The replica may not have fetched the people OU yet: the watcher retries until it has.
+            replica_watchers[-1].start(retry_seconds=args.timeout)
         results["initial_sync"] = {"reference": initial_sync(replica_watchers, started, args.users, args.timeout)}
         say(f"reference initial sync: {report.sync_line(results['initial_sync']['reference'])}")
 
@@ -243,11 +248,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs of the no-op resync and of each direct floor")
     parser.add_argument("--floor-objects", type=int, default=10_000,
                         help="contacts per run of the direct-write floor (at most --users)")
-    parser.add_argument("--grace", type=float, default=60, help="seconds to wait for changes still to arrive")
+    parser.add_argument("--grace", type=float, default=None,
+                        help="seconds to wait for changes still to arrive (default 60 s + 20 ms/user)")
     parser.add_argument("--timeout", type=float, default=None, help="initial-sync limit (default 120 s + 20 ms/user)")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/<UTC timestamp>/")
     args = parser.parse_args(argv)
     args.timeout = args.timeout or 120 + args.users * 0.02
+    args.grace = args.grace or 60 + args.users * 0.02
     args.floor_objects = min(args.floor_objects, args.users)
     args.out = args.out or Path(__file__).parent / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return args

@@ -32,17 +32,31 @@ class Watcher:
         self.last_change = 0.0
         self.deletes = 0
         self.refreshed = threading.Event()
-        self._search = PersistentSearch(
+        self._new_search = lambda: PersistentSearch(
             forest, base=base, search_filter=search_filter, attributes=[value_attribute],
             controls=[sync_request_control(SyncMode.REFRESH_AND_PERSIST, None)], on_message=self._receive,
         )
+        self._search = self._new_search()
 
     def __enter__(self) -> Watcher:
-        self._search.open()
-        return self
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self._search.close()
+
+    def start(self, retry_seconds: float = 0.0) -> Watcher:
+        """Open the search; while its base does not exist yet (a replica still fetching it: the
+        search ends at once), open it again for up to `retry_seconds`."""
+        deadline = time.monotonic() + retry_seconds
+        while True:
+            self._search.open()
+            while self._search.alive and not self.refreshed.is_set() and not self.first_seen:
+                time.sleep(0.002)
+            if self._search.alive or self.first_seen or time.monotonic() > deadline:
+                return self
+            self._search.close()
+            self._search = self._new_search()
+            time.sleep(0.005)
 
     @property
     def alive(self) -> bool:
