@@ -60,7 +60,8 @@ from connectors.ldap.wire import protocol_op_tag  # noqa: E402
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
-from idsync.runtime import make_reader, producer_for  # noqa: E402
+from idsync.kafka_clients import producer_for  # noqa: E402
+from idsync.runtime import make_reader  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
 from streams.config.topology import Forest, KafkaSettings, Topics  # noqa: E402
 from streams.events import DirectoryChange, SnapshotMarker, SnapshotPhase, parse  # noqa: E402

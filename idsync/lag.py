@@ -56,7 +56,8 @@ def watched_groups(topology: Topology) -> list[tuple[str, tuple[str, ...]]]:
     """idsync's consumer groups and their topics: the faust app (its group is the app id) on the
     topics of the metaverse engine, the contact writer on the contacts topic, and with a sites
     section each site store's writer on the site-writes topic."""
-    from idsync.runtime import contact_writer_group, site_writer_groups
+    from idsync.runtime import contact_writer_group
+    from idsync.site_components import site_writer_groups
 
     topics = engine_settings(topology).topics
     return [(topology.streams.app_id, tuple(topics.consumed())), (contact_writer_group(topology), (topics.contacts,)),

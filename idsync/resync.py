@@ -231,7 +231,8 @@ def _request_deletes(topology: Topology, extra: Sequence[Entry], summary: Summar
 async def _rebuild(topology: Topology, out: TextIO, timeout: float = 300.0) -> None:
     """Every person partition derives its persons' contacts again (ExportAll); returns once the
     worker and the contact writer have processed everything up to then."""
-    from idsync.runtime import contact_writer_group, producer_for
+    from idsync.kafka_clients import producer_for
+    from idsync.runtime import contact_writer_group
 
     topics = engine_settings(topology).topics
     producer = producer_for(topology.kafka)
@@ -259,7 +260,7 @@ async def _rebuild(topology: Topology, out: TextIO, timeout: float = 300.0) -> N
 
 
 async def _send(topology: Topology, requests: Sequence[DeleteRequest]) -> None:
-    from idsync.runtime import producer_for
+    from idsync.kafka_clients import producer_for
 
     topic = engine_settings(topology).topics.deletes
     producer = producer_for(topology.kafka)

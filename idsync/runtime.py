@@ -3,45 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.client import AIOKafkaClient
-from prometheus_client import Gauge
+from aiokafka import AIOKafkaConsumer
 
 from connectors.ad.dirsync import DirSyncReader
-from connectors.sites import SqlSiteStore, open_site_store
 from connectors.ad.usn_poll import UsnPollReader
 from connectors.ldap.contacts import LdapContactWriter
 from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
+from idsync.kafka_clients import kafka_watched, producer_for
+from idsync.site_components import run_site_reader, run_site_writer, site_writer_groups
 from idsync.status_page import page as status_page
-from streams.config.sites import SiteStoreSettings
 from streams.config.topology import Forest, KafkaSettings, Topology
-from streams.contracts import ChangeReader, RetriableError
+from streams.contracts import ChangeReader
 from streams.kafka.clients import KafkaAccessError, check_access, client_settings
 from streams.kafka.lag import LagProbe
 from streams.kafka.positions import PositionStore
-from streams.kafka.site_positions import SitePositionStore
 from streams.kafka.publisher import ChangePublisher
 from streams.config.metaverse import engine_settings
 from streams.kafka.topics import ensure_topics
 from streams.monitoring.backoff import Backoff
-from streams.kafka.watch import watch_kafka
-from streams.monitoring.client_logs import quiet_kafka_clients
 from streams.monitoring.metrics import (
-    READER_OUTAGES, READER_UP, SINK_OUTAGES, SINK_UP, SITE_SINK_OUTAGES, SITE_SINK_UP, LagMetrics, serve_metrics,
+    READER_OUTAGES, READER_UP, SINK_OUTAGES, SINK_UP, LagMetrics, serve_metrics,
 )
 from streams.monitoring.outages import Outage
 from streams.monitoring.secrets import wait_for_secret
 from streams.processors.app import add_component, create_app
-from streams.processors.site_reader import SiteReaderRunner, reader_label
-from streams.processors.site_sink import SiteSinkRunner, site_writer_group
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.processors.source_runner import SourceRunner
 
@@ -133,25 +125,6 @@ def make_reader(forest: Forest) -> ChangeReader:
     return reader(forest)
 
 
-# aiokafka queues one record batch per partition and waits for it to go out before taking the
-# next, so a backlog moves one batch per partition per produce request: at the default 16 KiB,
-# about 45 changes. Half of the broker's default message.max.bytes (1 MiB) leaves room for a
-# batch's overhead; a larger record still travels alone.
-PRODUCER_BATCH_BYTES = 512 * 1024
-
-
-def producer_for(kafka: KafkaSettings) -> AIOKafkaProducer:
-    """The producer every idsync component publishes with: acknowledged by all in-sync replicas,
-    idempotent (a retried send is never written twice), in record batches of up to
-    PRODUCER_BATCH_BYTES."""
-    return AIOKafkaProducer(
-        **client_settings(kafka),
-        acks="all",
-        enable_idempotence=True,
-        max_batch_size=PRODUCER_BATCH_BYTES,
-    )
-
-
 async def run_reader(topology: Topology, forest: Forest) -> None:
     await wait_for_secret(forest.password, f"component=reader forest={forest.name}", up=READER_UP.labels(forest.name),
                           waits="this forest's reader waits for it, the other forests sync")
@@ -231,101 +204,6 @@ async def run_contact_writer(topology: Topology) -> None:
         await consumer.stop()
         await producer.stop()
         await asyncio.to_thread(writer.close)
-
-
-async def open_site_store_when_up(settings: SiteStoreSettings, outage: Outage) -> SqlSiteStore:
-    """The store, once its database answers: a store down at start is an outage like any other,
-    retried with backoff while the other components go on."""
-    while True:
-        try:
-            store = await asyncio.to_thread(open_site_store, settings)
-        except RetriableError as exc:
-            await asyncio.sleep(outage.failed(exc))
-            continue
-        outage.succeeded()
-        return store
-
-
-async def _wait_for_site_password(settings: SiteStoreSettings, component: str, up: Gauge) -> None:
-    if settings.password is not None:
-        await wait_for_secret(settings.password, f"component={component} store={settings.name}", up=up,
-                              waits=f"this store's {component} waits for it, the other stores and forests sync")
-
-
-async def run_site_reader(topology: Topology, settings: SiteStoreSettings) -> None:
-    """The membership reader of one site store (streams/processors/site_reader.py)."""
-    label = reader_label(settings.name)
-    up, outages = READER_UP.labels(label), READER_OUTAGES.labels(label)
-    await _wait_for_site_password(settings, "site-reader", up)
-    kafka = topology.kafka
-    producer = producer_for(kafka)
-    await producer.start()
-    store: SqlSiteStore | None = None
-    try:
-        watched = Outage(f"component=site-reader store={settings.name} kafka={kafka.bootstrap_servers}",
-                         up=up, outages=outages)
-        async with kafka_watched(producer.client, watched, kafka.bootstrap_servers):
-            store = await open_site_store_when_up(
-                settings, Outage(f"component=site-reader store={settings.name}", up=up, outages=outages))
-            runner = SiteReaderRunner(
-                store, store=settings.name, producer=producer, topics=kafka.topics, partitions=None,
-                positions=SitePositionStore(producer, kafka=kafka, topic=kafka.topics.positions),
-                poll_interval=settings.poll_interval_seconds,
-            )
-            await runner.run()
-    finally:
-        if store is not None:
-            await asyncio.to_thread(store.close)
-        await producer.stop()
-
-
-async def run_site_writer(topology: Topology, settings: SiteStoreSettings) -> None:
-    """The profile writer of one site store (streams/processors/site_sink.py)."""
-    up, outages = SITE_SINK_UP.labels(settings.name), SITE_SINK_OUTAGES.labels(settings.name)
-    await _wait_for_site_password(settings, "site-writer", up)
-    kafka = topology.kafka
-    consumer = AIOKafkaConsumer(
-        kafka.topics.site_writes, **client_settings(kafka), enable_auto_commit=False, auto_offset_reset="earliest",
-        group_id=site_writer_group(topology.streams.app_id, settings.name),
-    )
-    producer = producer_for(kafka)
-    await producer.start()
-    await consumer.start()
-    store: SqlSiteStore | None = None
-    try:
-        watched = Outage(f"component=site-writer store={settings.name} kafka={kafka.bootstrap_servers}",
-                         up=up, outages=outages)
-        async with kafka_watched(consumer._client, watched, kafka.bootstrap_servers):
-            store = await open_site_store_when_up(
-                settings, Outage(f"component=site-writer store={settings.name}", up=up, outages=outages))
-            runner = SiteSinkRunner(store, store=settings.name, consumer=consumer, producer=producer,
-                                    topics=kafka.topics)
-            await runner.run()
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        if store is not None:
-            await asyncio.to_thread(store.close)
-
-
-def site_writer_groups(topology: Topology) -> list[str]:
-    """The consumer groups of the site stores' writers (none without a sites section)."""
-    stores = topology.sites.stores if topology.sites is not None else ()
-    return [site_writer_group(topology.streams.app_id, store.name) for store in stores]
-
-
-@contextlib.asynccontextmanager
-async def kafka_watched(client: AIOKafkaClient, outage: Outage, servers: str) -> AsyncIterator[None]:
-    """While the block runs, whether `client` reaches Kafka is reported to `outage`, and
-    aiokafka's own connection errors are cut to one line of each kind a minute."""
-    quiet_kafka_clients()
-    watcher = asyncio.create_task(watch_kafka(client, outage, servers))
-    try:
-        yield
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
 
 
 async def run_metrics_endpoint(topology: Topology) -> None:

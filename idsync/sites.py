@@ -154,7 +154,7 @@ async def sync_now(topology: Topology, *, site: str | None = None, full: bool = 
     from aiokafka.errors import KafkaError as KafkaFailure
 
     from connectors.sites import open_site_store
-    from idsync.runtime import producer_for
+    from idsync.kafka_clients import producer_for
     from streams.contracts import ConnectorError
     from streams.kafka.site_positions import SitePositionStore
     from streams.processors.site_reader import SiteReaderRunner

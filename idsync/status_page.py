@@ -17,7 +17,6 @@ from aiokafka.errors import KafkaError
 from idsync.kafka_clients import client_options
 from idsync.operations import held_deletes, moment, open_conflicts, shorten
 from streams.config.topology import Topology
-from idsync.kafka_clients import client_options
 from streams.kafka.compacted import latest_values
 from streams.kafka.error_topic import ErrorRecord, read_topic
 from streams.metaverse_events import Conflict, DeleteRequest

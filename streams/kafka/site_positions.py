@@ -8,10 +8,11 @@ every change before its token (streams/processors/site_reader.py).
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from streams.events import EventDecodeError
-from streams.kafka.clients import Brokers, client_settings
+from streams.kafka.clients import Brokers
+from streams.kafka.positions import latest_positions
 from streams.site_events import SiteSyncState
 
 
@@ -25,22 +26,7 @@ class SitePositionStore:
         """The latest state of every site of `store`, by site, read from the start of the topic to
         its end offset as of now. A site whose latest record is a tombstone has no state."""
         prefix = f"site/{store}/".encode()
-        consumer = AIOKafkaConsumer(**client_settings(self._kafka), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            # The positions topic has a single partition (see streams.kafka.topics).
-            partition = TopicPartition(self._topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_beginning(partition)
-            end = (await consumer.end_offsets([partition]))[partition]
-            latest: dict[bytes, bytes | None] = {}
-            while await consumer.position(partition) < end:
-                for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
-                    for record in records:
-                        if record.offset < end and record.key is not None and record.key.startswith(prefix):
-                            latest[record.key] = record.value
-        finally:
-            await consumer.stop()
+        latest = await latest_positions(self._kafka, self._topic, lambda key: key.startswith(prefix))
         states = (_decode(key, value) for key, value in latest.items() if value is not None)
         return {state.site: state for state in states}
 

@@ -16,7 +16,7 @@ The link is sticky, as in MIM: a joined object stays with its person when its va
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Mapping
 
 from streams.events import EventDecodeError, ObjectKind, check_schema, encode, is_person_anchor, parse
 from streams.metaverse_events import ConnectorState, JoinClaim, JoinProbe

@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer
 from ldap3.utils.dn import escape_rdn
 
 from idsync.rig import KafkaBroker, SlapdInstance
-from idsync.runtime import make_reader, producer_for
+from idsync.kafka_clients import producer_for
+from idsync.runtime import make_reader
 from idsync.sample_data import ensure_ou
 from streams.config.topology import Forest, KafkaSettings, Topics
 from streams.contracts import ChangeReader, ReadBatch, RetriableError

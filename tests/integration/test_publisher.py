@@ -7,7 +7,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from idsync.rig import KafkaBroker
-from idsync.runtime import producer_for
+from idsync.kafka_clients import producer_for
 from streams.config.topology import KafkaSettings, Topics
 from streams.contracts import ReadBatch
 from streams.events import ChangeOp, DirectoryChange, decode_change_topic

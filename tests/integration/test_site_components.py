@@ -17,7 +17,8 @@ from psycopg import sql
 from connectors.sites import open_store
 from idsync.rig import KafkaBroker
 from idsync.rig.postgres import PostgresServer
-from idsync.runtime import producer_for, run_site_reader, run_site_writer
+from idsync.kafka_clients import producer_for
+from idsync.site_components import run_site_reader, run_site_writer
 from streams.config.topology import Topology, parse_topology
 from streams.kafka.topics import ensure_topics
 from streams.monitoring.metrics import READER_UP, SITE_SINK_UP

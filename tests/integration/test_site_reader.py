@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from idsync.rig import KafkaBroker
-from idsync.runtime import producer_for
+from idsync.kafka_clients import producer_for
 from streams.config.topology import KafkaSettings
 from streams.kafka.site_positions import SitePositionStore
 from streams.monitoring.metrics import READER_OUTAGES, READER_UP
@@ -136,7 +136,7 @@ async def test_a_store_that_is_down_is_retried_and_reported_while_another_store_
     caplog.set_level(logging.INFO)
     kafka = await kafka_settings(kafka_broker, unique_name)
     other = sqlite_db(tmp_path, f"o{unique_name[-6:]}")
-    down, flowing = site_db.settings.name, other.settings.name
+    down = site_db.settings.name
     for db, site in ((site_db, "a"), (other, "b")):
         with closing(admin := db.admin()):
             admin.create_site(site)

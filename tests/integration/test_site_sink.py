@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.sites import SqlSiteStore
 from idsync.rig import KafkaBroker
-from idsync.runtime import producer_for
+from idsync.kafka_clients import producer_for
 from streams.config.topology import KafkaSettings
 from streams.contracts import SiteWriter
 from streams.monitoring.metrics import SITE_SINK_UP, SITE_WRITES
