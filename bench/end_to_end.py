@@ -13,6 +13,11 @@ N users over the two user forests, then measures:
 - peak RSS and CPU seconds of every idsync process (the worker's tree and each resync).
 Every "present" or "visible" is what a watcher sees: a syncrepl refreshAndPersist search on the
 watched slapd (bench/e2e/watcher.py), never idsync's logs. Measurements only: nothing asserts a bound.
+Read with care: the replica's watcher can attach only once the replica listens, so what the replica
+fetched before arrives in the watcher's refresh at once (its "first to last" rate flatters it; its
+"start to last" time is the figure); a change the replica shows before the writer's process has
+read its modify's response counts as 0 ms (the table counts those; "from the modify sent" is the
+other bound). Other work on the machine moves every figure: compare within one run.
 
 Prints a table (medians where measurements repeat; ratios idsync / reference) and writes
 results.json and plot.png (latency distributions, initial-sync throughput over time) to --out.
