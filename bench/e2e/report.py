@@ -26,6 +26,8 @@ def times(ours: float | None, reference: float | None) -> str:
     value = ratio(ours, reference)
     if math.isnan(value):
         return "-"
+    if value < 0.01:
+        return "<0.01x"
     return f"{value:.2f}x" if value < 10 else f"{value:.0f}x" if value <= 1000 else ">1000x"
 
 

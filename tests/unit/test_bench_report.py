@@ -77,6 +77,7 @@ def test_number_and_ratio_cells():
     assert report.times(1.0, None) == "-"
     assert report.times(1.0, 0.0) == "-"
     assert report.times(5000.0, 1.0) == ">1000x"
+    assert report.times(1.0, 500.0) == "<0.01x"
 
 
 def test_table_aligns_rows_under_the_header_with_section_titles():
