@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run every reader, the metaverse processor and the contact writer")
     run.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--components", type=_components, default="readers,processor,sinks", metavar="LIST",
+                     help="what this worker runs, comma-separated: readers (each forest's and site store's "
+                          "reader, on one worker of the deployment at a time), processor (the metaverse engine, "
+                          "its partitions shared by the workers), sinks (contact and site writers); default all")
 
     full_import = commands.add_parser(
         "import", help="publish a full snapshot of forests; the worker then deletes what no longer exists"
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from idsync.runtime import run_worker
 
-        run_worker(topology, loglevel=args.log_level)
+        run_worker(topology, loglevel=args.log_level, components=args.components)
         return 0
     if args.command == "import":
         return _full_import(topology, args.forest, allow_mass_delete=args.allow_mass_delete)
@@ -138,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return run_demo(topology, workdir=args.workdir)
+
+
+def _components(text: str) -> frozenset[str]:
+    from idsync.runtime import COMPONENTS
+
+    chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if not chosen or not chosen <= set(COMPONENTS):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(COMPONENTS)}; not {text!r}")
+    return chosen
 
 
 def _moment(text: str) -> datetime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from streams.config.topology import Forest, KafkaSettings, Topology
 from streams.contracts import ChangeReader
 from streams.kafka.clients import KafkaAccessError, check_access, client_settings
 from streams.kafka.lag import LagProbe
+from streams.kafka.lease import lease_group, lease_topic, run_while_held
 from streams.kafka.positions import PositionStore
 from streams.kafka.publisher import ChangePublisher
 from streams.config.metaverse import engine_settings
@@ -34,6 +36,7 @@ from streams.monitoring.metrics import (
 from streams.monitoring.outages import Outage
 from streams.monitoring.secrets import wait_for_secret
 from streams.processors.app import add_component, create_app
+from streams.processors.site_reader import reader_label
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.processors.source_runner import SourceRunner
 
@@ -41,23 +44,51 @@ log = logging.getLogger(__name__)
 
 # The longest wait between two attempts to reach Kafka at start.
 KAFKA_WAIT_MAX_SECONDS = 30.0
+# What `idsync run --components` chooses from; a worker runs all three unless told otherwise.
+COMPONENTS = ("readers", "processor", "sinks")
 READERS = {reader.mode: reader for reader in (AccesslogPollReader, AccesslogSyncReader, DirSyncReader, UsnPollReader, GenericPollReader)}
 
 
-def build_worker(topology: Topology) -> faust.App:
-    app = create_app(topology)
-    for forest in topology.forests:
-        add_component(app, f"reader_{forest.name}", lambda forest=forest: run_reader(topology, forest))
-    add_component(app, "contact_writer", lambda: run_contact_writer(topology))
-    for store in topology.sites.stores if topology.sites is not None else ():
-        add_component(app, f"site_reader_{store.name}", lambda store=store: run_site_reader(topology, store))
-        add_component(app, f"site_writer_{store.name}", lambda store=store: run_site_writer(topology, store))
+def build_worker(topology: Topology, components: frozenset[str] = frozenset(COMPONENTS)) -> faust.App:
+    """A worker running `components` (COMPONENTS): the readers, each under a lease so that it runs
+    on one worker of the deployment at a time; the metaverse processor, sharing the engine's
+    partitions with the other workers' processors; the sinks, sharing their topics' partitions."""
+    app = create_app(topology, engine="processor" in components)
+    stores = topology.sites.stores if topology.sites is not None else ()
+    if "readers" in components:
+        for forest in topology.forests:
+            add_component(app, f"reader_{forest.name}", lambda forest=forest: run_leased(
+                topology, f"forest-{forest.name}", lambda: run_reader(topology, forest), gauge_label=forest.name))
+        for store in stores:
+            add_component(app, f"site_reader_{store.name}", lambda store=store: run_leased(
+                topology, f"site-{store.name}", lambda: run_site_reader(topology, store),
+                gauge_label=reader_label(store.name)))
+    if "sinks" in components:
+        add_component(app, "contact_writer", lambda: run_contact_writer(topology))
+        for store in stores:
+            add_component(app, f"site_writer_{store.name}", lambda store=store: run_site_writer(topology, store))
     if topology.metrics is not None:
         add_component(app, "metrics", lambda: run_metrics_endpoint(topology))
     return app
 
 
-def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
+async def run_leased(topology: Topology, lease: str, run: Callable[[], Awaitable[None]], *, gauge_label: str) -> None:
+    """Run a reader while this worker holds its lease (streams/kafka/lease.py). A worker that
+    hands the lease on stops reporting the reader's up gauge: the new holder reports it."""
+
+    async def reader() -> None:
+        try:
+            await run()
+        finally:
+            with contextlib.suppress(KeyError):
+                READER_UP.remove(gauge_label)
+
+    app_id = topology.streams.app_id
+    await run_while_held(topology.kafka, topic=lease_topic(app_id), group=lease_group(app_id, lease), lease=lease,
+                         session_timeout_seconds=topology.streams.session_timeout_seconds, work=reader)
+
+
+def run_worker(topology: Topology, *, loglevel: str = "info", components: frozenset[str] = frozenset(COMPONENTS)) -> None:
     """Check that Kafka accepts idsync's connection, declare idsync's topics, then run the worker
     until it is stopped (SIGTERM/SIGINT). Kafka refusing the connection (bad credentials, an
     untrusted certificate) or a Kafka password that cannot be read ends it with one line saying
@@ -68,7 +99,7 @@ def run_worker(topology: Topology, *, loglevel: str = "info") -> None:
     asyncio.run(require_kafka_access(topology.kafka, wait=True))
     asyncio.run(ensure_topics(topology.kafka, topology.streams.app_id))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = build_worker(topology)
+    app = build_worker(topology, components)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -11,10 +11,12 @@ from idsync.rig.process import ManagedProcess
 
 
 class WorkerProcess:
-    def __init__(self, topology: Path, *, log_path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, topology: Path, *, log_path: Path, env: Mapping[str, str], components: str | None = None) -> None:
+        """`components`: what `idsync run --components` gets (default: all)."""
+        chosen = ["--components", components] if components else []
         self._process = ManagedProcess(
             "idsync-worker",
-            [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology)],
+            [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology), *chosen],
             log_path=log_path,
             env={**os.environ, **env},
             # faust keeps its <app_id>-data directory in the working directory: the test's, not

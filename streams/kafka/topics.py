@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config.topology import KafkaSettings
+from streams.kafka.lease import lease_topic
 from streams.kafka.clients import client_settings
 from streams.processors.stages import EngineTopics
 
@@ -50,6 +51,9 @@ def topic_specs(kafka: KafkaSettings, app_id: str | None = None) -> tuple[TopicS
     # gives partition p of every topic (and table) to one worker.
     return specs + tuple(
         TopicSpec(name, kafka.partitions, compacted=False) for name in (engine.joins, engine.links, engine.persons, engine.deletes, engine.logins)
+    ) + (
+        # Never written: each reader's lease group needs one partition to assign (streams.kafka.lease).
+        TopicSpec(lease_topic(app_id), 1, compacted=False),
     )
 
 

@@ -45,7 +45,9 @@ SITE_LOGINS_TABLE = "site-logins"
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
-def create_app(topology: Topology) -> faust.App:
+def create_app(topology: Topology, *, engine: bool = True) -> faust.App:
+    """The faust app; without `engine` a bare one, only hosting the components added to it (a
+    worker of readers or sinks alone: `idsync run --components`)."""
     kafka = topology.kafka
     settings = engine_settings(topology)
     topics = settings.topics
@@ -65,6 +67,8 @@ def create_app(topology: Topology) -> faust.App:
         # Exactly-once crashes on rebalance in faust (issues #323, #517): stay at-least-once.
         processing_guarantee="at_least_once",
     )
+    if not engine:
+        return app
     # acks=False: faust neither tracks nor commits these topics' offsets; ProcessedOffsetCommitter does.
     consumed = app.topic(*topics.consumed(), acks=False, **_RAW)
     outputs = {name: app.topic(name, **_RAW) for name in {*topics.consumed(), topics.contacts, topics.conflicts,
@@ -77,7 +81,7 @@ def create_app(topology: Topology) -> faust.App:
     async def send(topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         await outputs[topic].send(key=key, value=value, partition=partition)
 
-    engine = MetaverseEngine(EngineContext(
+    metaverse = MetaverseEngine(EngineContext(
         settings=settings,
         send=send,
         partition_of=lambda key: app.producer.key_partition(topics.changes, key).partition,
@@ -111,7 +115,7 @@ def create_app(topology: Topology) -> faust.App:
         return unclaimed_start_offsets.pop((topic, partition))
 
     processor = MetaverseProcessor(
-        handle=engine.process,
+        handle=metaverse.process,
         dead_letter=dead_letter,
         start_offset=start_offset,
         read_range=RangeReader(kafka=kafka),

@@ -70,9 +70,10 @@ class GalDeployment:
     def contacts_ou(self, forest: str) -> str:
         return self.topology.forest(FOREST_NAMES[forest]).contacts_ou
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, components: str | None = None) -> WorkerProcess:
         worker = WorkerProcess(
-            self.topology.source, log_path=self.workdir / f"worker-{len(self.workers)}.log", env=self.env
+            self.topology.source, log_path=self.workdir / f"worker-{len(self.workers)}.log", env=self.env,
+            components=components,
         )
         self.workers.append(worker.start())
         return worker
