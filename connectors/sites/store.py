@@ -40,7 +40,17 @@ def dump_properties(properties: Mapping[str, str]) -> str:
 
 
 def load_properties(text: str) -> dict[str, str]:
-    return dict(orjson.loads(text))
+    """The stored form read back; a row that is not a JSON object of strings (edited by hand, a
+    broken migration) is the site's problem, not the worker's: PermanentError, so the reader
+    skips that site and says why while the others go on."""
+    try:
+        properties = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(f"stored member properties are not JSON: {exc}") from None
+    if not isinstance(properties, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in properties.items()):
+        raise PermanentError("stored member properties are not an object of strings")
+    return properties
 
 
 def property_changes(current: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from connectors.sites.migrations import migrations_for
-from connectors.sites.store import classify_token, dump_properties, parse_token, property_changes
-from streams.contracts import FullReadReason
+from connectors.sites.store import classify_token, dump_properties, load_properties, parse_token, property_changes
+from streams.contracts import FullReadReason, PermanentError
 from streams.events import EventDecodeError
 from streams.site_events import MembershipOp, SiteMembershipChange
 
@@ -82,3 +82,9 @@ def test_membership_change_round_trips() -> None:
 def test_bad_membership_changes_are_refused(raw: bytes) -> None:
     with pytest.raises(EventDecodeError):
         SiteMembershipChange.from_bytes(raw)
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"title": 3}'])
+def test_a_stored_row_that_is_not_an_object_of_strings_is_the_sites_problem(text: str) -> None:
+    with pytest.raises(PermanentError, match="stored member properties"):
+        load_properties(text)
