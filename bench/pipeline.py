@@ -6,7 +6,7 @@ every contact exists in the central forest. The reference, measured in the same 
 ldap3 connection adding the same N contacts directly: the floor any sink must stand on.
 Prints each run and the medians. Measurements only: nothing here asserts a bound.
 
-    .venv/bin/python bench/pipeline.py [--runs 3] [--users 1000]
+    .venv/bin/python bench/pipeline.py [--runs 3] [--users 1000] [--split]
 """
 
 from __future__ import annotations
@@ -92,28 +92,34 @@ def count_contacts(central: SlapdInstance, base: str) -> int:
 
 
 def pipeline_seconds(
-    workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, users: int
+    workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, users: int, split: bool = False
 ) -> tuple[float, float]:
     """(seconds from worker start to the last contact, seconds from the first contact to the last)."""
     path = topology_file(workdir, run, broker, central)
     topology = load_topology(path)
     asyncio.run(ensure_topics(topology.kafka))
     asyncio.run(publish(broker.bootstrap_servers, topology.kafka.topics.changes, users))
-    worker = WorkerProcess(path, log_path=workdir / f"{run}.log", env={"BENCH_PASSWORD": central.admin_password})
+    env = {"BENCH_PASSWORD": central.admin_password}
+    plan = [("readers,processor", "processor"), ("sinks", "sinks")] if split else [(None, "all")]
+    workers = [WorkerProcess(path, log_path=workdir / f"{run}-{name}.log", env=env, components=components)
+               for components, name in plan]
     started = time.monotonic()
     first = None
-    worker.start()
+    for worker in workers:
+        worker.start()
     try:
         while (done := count_contacts(central, topology.forest("forest-a").contacts_ou)) < users:
             if done and first is None:
                 first = time.monotonic()
-            if not worker.running:
-                raise RuntimeError(f"worker exited; see {worker.log_path}")
+            for worker in workers:
+                if not worker.running:
+                    raise RuntimeError(f"worker exited; see {worker.log_path}")
             time.sleep(0.1)
         finished = time.monotonic()
         return finished - started, finished - (first or finished)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 def direct_seconds(central: SlapdInstance, run: str, users: int) -> float:
@@ -134,6 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--split", action="store_true",
+                        help="run the processor and the sinks as two processes (idsync run --components)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     password = secrets.token_urlsafe(16)
@@ -147,7 +155,7 @@ def main() -> None:
             for index in range(args.runs):
                 run = f"bench{index}-{secrets.token_hex(2)}"
                 direct.append(direct_seconds(central, run, args.users))
-                whole, steady = pipeline_seconds(workdir, run, broker, central, args.users)
+                whole, steady = pipeline_seconds(workdir, run, broker, central, args.users, args.split)
                 total.append(whole)
                 flowing.append(steady)
                 print(f"run {index}: worker start to last contact {whole:.2f}s, first to last contact {steady:.2f}s "

@@ -16,7 +16,8 @@ from ldap3 import BASE, DEREF_NEVER, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 
-from connectors.ldap.contact_plan import Entry, Plan, plan_contact, rdn_values, same_container
+from connectors.ldap.contact_names import BatchNames
+from connectors.ldap.contact_plan import Entry, Plan, plan_contact, rdn_values, same_container, same_name
 from connectors.ldap.session import LdapSession, sorted_errors
 from streams.config.topology import Forest
 from streams.contracts import Blocked, PermanentError
@@ -51,11 +52,13 @@ class LdapContactWriter:
         """
         with self._session.connection() as connection:
             existing = self._find_all(connection, states)
+            names = BatchNames(lambda dn: self._entry_at(connection, dn, states))
+            names.prefetch(connection, _names_wanted(states, existing), _attributes_read(states))
             results: list[Result] = []
             for state in states:
                 try:
                     with sorted_errors(self._central.name, on_connection_failure=self._session.close):
-                        results.append(self._apply(connection, state, existing.get(state.anchor)))
+                        results.append(self._apply(connection, state, existing.get(state.anchor), names))
                 except PermanentError as exc:
                     results.append(exc)
                 except (DnError, ldap_errors.LDAPInvalidDnError) as exc:
@@ -77,7 +80,8 @@ class LdapContactWriter:
     def close(self) -> None:
         self._session.close()
 
-    def _apply(self, connection, state: ContactState, existing: Entry | list[Entry] | None) -> str | Blocked:
+    def _apply(self, connection, state: ContactState, existing: Entry | list[Entry] | None,
+               names: BatchNames) -> str | Blocked:
         if isinstance(existing, list):
             raise PermanentError(
                 f"anchor {state.anchor!r} is on {len(existing)} entries: "
@@ -87,15 +91,14 @@ class LdapContactWriter:
             if existing is None:
                 return "absent"
             self._delete(connection, existing.dn)
+            names.forget(existing.dn)
             return "deleted"
-        looked_up: dict[str, Entry | None] = {}
-
-        def holder_of(dn: str) -> Entry | None:
-            if dn not in looked_up:
-                looked_up[dn] = self._entry_at(connection, dn, state)
-            return looked_up[dn]
-
-        return self._carry_out(connection, state, plan_contact(state, existing, holder_of))
+        plan = plan_contact(state, existing, names.holder)
+        try:
+            return self._carry_out(connection, state, plan)
+        finally:
+            # Whatever happened at these names, a later state of the batch looks them up again.
+            names.forget(*(dn for dn in (plan.target, plan.entry.dn if plan.entry else None) if dn))
 
     def _carry_out(self, connection, state: ContactState, plan: Plan) -> str | Blocked:
         if plan.entry is None:
@@ -138,11 +141,11 @@ class LdapContactWriter:
                     found.setdefault(found_entry.anchor or "", []).append(found_entry)
         return {anchor: entries[0] if len(entries) == 1 else entries for anchor, entries in found.items()}
 
-    def _entry_at(self, connection, dn: str, state: ContactState) -> Entry | None:
+    def _entry_at(self, connection, dn: str, states: Sequence[ContactState]) -> Entry | None:
         try:
             connection.search(
                 dn, "(objectClass=*)", search_scope=BASE, dereference_aliases=DEREF_NEVER,
-                attributes=_attributes_read([state]),
+                attributes=_attributes_read(states),
             )
         except ldap_errors.LDAPNoSuchObjectResult:
             return None
@@ -200,6 +203,25 @@ class LdapContactWriter:
                 continue
             log.info("container created dn=%s", dn)
         self._known_containers.add(container_dn)
+
+
+def _names_wanted(states: Sequence[ContactState], existing: dict[str, Entry | list[Entry]]) -> list[str]:
+    """The names the batch's creates, adoptions and renames will ask about."""
+    wanted = []
+    for state in states:
+        entry = existing.get(state.anchor)
+        if not state.present or isinstance(entry, list):
+            continue
+        if entry is None or state.dn is None or not _same_name(entry.dn, state.dn):
+            wanted += [dn for dn in (state.dn, state.fallback_dn, None if entry else state.adopt_dn) if dn]
+    return wanted
+
+
+def _same_name(left: str, right: str) -> bool:
+    try:
+        return same_name(left, right)
+    except DnError:
+        return False  # the plan reports it
 
 
 def _attributes_read(states: Sequence[ContactState]) -> list[str]:

@@ -102,6 +102,8 @@ class StreamsSettings:
     session_timeout_seconds: float
     sweep_max_fraction: float
     sweep_always_allowed: int
+    # How long the engine's producer lets a batch fill before sending it (see topology.yaml).
+    producer_linger_ms: int = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,7 +231,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     kafka = _kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                        "topics", *KAFKA_SECURITY_KEYS)), base_dir)
     streams = _streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
-                                             "sweep_max_fraction", "sweep_always_allowed")))
+                                             "sweep_max_fraction", "sweep_always_allowed", "producer_linger_ms")))
     engine_topic_collisions(errors, kafka.topics, streams.app_id)
     forests = _forests(top, base_dir)
     contacts = _contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes",
@@ -297,6 +299,7 @@ def _streams(sec: Section) -> StreamsSettings:
         # A fraction of the forest's objects: above 1 the guard could never trip.
         sweep_max_fraction=sec.number("sweep_max_fraction", 0.25, minimum=0, inclusive=True, maximum=1),
         sweep_always_allowed=sec.integer("sweep_always_allowed", 10, minimum=0, maximum=1_000_000),
+        producer_linger_ms=sec.integer("producer_linger_ms", 10, minimum=0, maximum=1000),
     )
 
 

@@ -209,6 +209,8 @@ def test_forest_lookup_by_name():
         ({"streams.sweep_max_fraction": -0.1}, "streams.sweep_max_fraction", "must be >= 0 and <= 1"),
         ({"streams.sweep_always_allowed": -1}, "streams.sweep_always_allowed", "must be >= 0"),
         ({"streams.sweep_always_allowed": 10**9}, "streams.sweep_always_allowed", "<= 1000000"),
+        ({"streams.producer_linger_ms": -1}, "streams.producer_linger_ms", "must be >= 0"),
+        ({"streams.producer_linger_ms": 5000}, "streams.producer_linger_ms", "<= 1000"),
         ({"metavers": {}}, "metavers", "unknown key (did you mean metaverse?)"),
         ({"kafka": "localhost:9092"}, "kafka", "expected a mapping, got a string"),
         # forests
