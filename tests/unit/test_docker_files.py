@@ -64,6 +64,8 @@ def _topology_secret_files(topology: Topology) -> list[Path]:
     files = [forest.password.file for forest in topology.forests]
     if topology.metrics is not None and topology.metrics.auth is not None:
         files.append(topology.metrics.auth.secret.file)
+    if topology.sites is not None:
+        files += [store.password.file for store in topology.sites.stores if store.password is not None]
     return files
 
 
@@ -83,7 +85,7 @@ def test_every_password_file_is_a_compose_secret_mounted_at_that_path(compose, t
     idsync = _secret_targets(compose["services"]["idsync"])
     declared = compose["secrets"]
     files = _topology_secret_files(topology)
-    assert len(files) == len(topology.forests) + 1
+    assert len(files) == len(topology.forests) + 2  # the forests', the metrics', the site store's
     for file in files:
         path = PurePosixPath(file)
         assert path in idsync, f"{path} is not a secret of the idsync service"
