@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from datetime import datetime, timezone
 import asyncio
 import logging
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run every reader, the metaverse processor and the contact writer")
     run.add_argument("--topology", type=Path, required=True, help="path to topology.yaml")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--state-dir", type=Path, metavar="DIR",
+                     help="where this worker keeps its tables (default: the topology's streams.state_dir); "
+                          "each worker on one machine needs its own")
     run.add_argument("--components", type=_components, default="readers,processor,sinks", metavar="LIST",
                      help="what this worker runs, comma-separated: readers (each forest's and site store's "
                           "reader, on one worker of the deployment at a time), processor (the metaverse engine, "
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from idsync.runtime import run_worker
 
+        if args.state_dir is not None:
+            topology = dataclasses.replace(
+                topology, streams=dataclasses.replace(topology.streams, state_dir=args.state_dir.absolute()))
         run_worker(topology, loglevel=args.log_level, components=args.components)
         return 0
     if args.command == "import":

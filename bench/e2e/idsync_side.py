@@ -66,7 +66,7 @@ def start_worker(topology: Path, env: dict[str, str]) -> WorkerProcess:
 
 
 def worker_pid(worker: WorkerProcess) -> int | None:
-    return worker._process.pid if worker.running else None  # noqa: SLF001 - the rig does not expose it
+    return worker.pid if worker.running else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,17 @@ from idsync.rig.process import ManagedProcess
 
 
 class WorkerProcess:
-    def __init__(self, topology: Path, *, log_path: Path, env: Mapping[str, str], components: str | None = None) -> None:
-        """`components`: what `idsync run --components` gets (default: all)."""
+    def __init__(self, topology: Path, *, log_path: Path, env: Mapping[str, str], components: str | None = None,
+                 state_dir: Path | None = None) -> None:
+        """`components`: what `idsync run --components` gets (default: all). `state_dir`: where
+        its tables live (default: beside its log, named after it), another worker's to restart it."""
         chosen = ["--components", components] if components else []
+        # Each worker its own tables (two processes cannot open one RocksDB directory).
+        self.state_dir = state_dir or log_path.parent / f"{log_path.stem}-state"
+        state = ["--state-dir", str(self.state_dir)]
         self._process = ManagedProcess(
             "idsync-worker",
-            [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology), *chosen],
+            [sys.executable, "-m", "idsync.cli", "run", "--topology", str(topology), *state, *chosen],
             log_path=log_path,
             env={**os.environ, **env},
             # faust keeps its <app_id>-data directory in the working directory: the test's, not
@@ -24,6 +29,10 @@ class WorkerProcess:
             cwd=log_path.parent,
         )
         self.log_path = log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     @property
     def running(self) -> bool:

@@ -63,6 +63,7 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 # Upper bounds of numeric settings: beyond them a value is a typo (a unit mistaken, a digit too
 # many), never a deployment. Kafka itself refuses more than 32767 replicas; a cluster rarely has 32.
 MAX_PARTITIONS = 10_000
+STATE_STORES = ("rocksdb", "memory")
 MAX_REPLICATION_FACTOR = 32
 DEFAULT_TOPICS = {"changes": "idsync.directory-changes", "positions": "idsync.reader-positions",
                   "contacts": "idsync.central-contacts", "errors": "idsync.errors",
@@ -104,6 +105,10 @@ class StreamsSettings:
     sweep_always_allowed: int
     # How long the engine's producer lets a batch fill before sending it (see topology.yaml).
     producer_linger_ms: int = 10
+    # Where the engine's tables live between restarts: "rocksdb" (on disk under state_dir, so a
+    # restart reads only the changelogs' tail) or "memory" (every changelog read again at start).
+    state_store: str = "rocksdb"
+    state_dir: Path = Path("idsync-state")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,7 +236,8 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     kafka = _kafka(top.child("kafka", ("bootstrap_servers", "client_id", "partitions", "replication_factor",
                                        "topics", *KAFKA_SECURITY_KEYS)), base_dir)
     streams = _streams(top.child("streams", ("app_id", "commit_interval_seconds", "session_timeout_seconds",
-                                             "sweep_max_fraction", "sweep_always_allowed", "producer_linger_ms")))
+                                             "sweep_max_fraction", "sweep_always_allowed", "producer_linger_ms",
+                                             "state_store", "state_dir")), base_dir)
     engine_topic_collisions(errors, kafka.topics, streams.app_id)
     forests = _forests(top, base_dir)
     contacts = _contacts(top.child("contacts", ("object_classes", "rdn_attribute", "rdn_source", "attributes",
@@ -289,7 +295,10 @@ def _topics(sec: Section) -> Topics:
     return Topics(**names)
 
 
-def _streams(sec: Section) -> StreamsSettings:
+def _streams(sec: Section, base_dir: Path | None) -> StreamsSettings:
+    state_dir = Path(sec.text("state_dir", "idsync-state", check=NOT_EMPTY) or "idsync-state")
+    if not state_dir.is_absolute() and base_dir is not None:
+        state_dir = base_dir / state_dir
     return StreamsSettings(
         app_id=sec.text("app_id", "idsync", check=_KAFKA_NAME),
         commit_interval_seconds=sec.number("commit_interval_seconds", 1.0, minimum=0, inclusive=False, maximum=600),
@@ -300,6 +309,8 @@ def _streams(sec: Section) -> StreamsSettings:
         sweep_max_fraction=sec.number("sweep_max_fraction", 0.25, minimum=0, inclusive=True, maximum=1),
         sweep_always_allowed=sec.integer("sweep_always_allowed", 10, minimum=0, maximum=1_000_000),
         producer_linger_ms=sec.integer("producer_linger_ms", 10, minimum=0, maximum=1000),
+        state_store=sec.text("state_store", "rocksdb", check=choice(STATE_STORES)),
+        state_dir=state_dir,
     )
 
 

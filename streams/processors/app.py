@@ -56,7 +56,9 @@ def create_app(topology: Topology, *, engine: bool = True) -> faust.App:
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
         broker_client_id=kafka.client_id,
         broker_credentials=broker_credentials(kafka.security),
-        store="memory://",
+        # On disk, a restart recovers the tables from local state and the changelogs' tail.
+        store="rocksdb://" if topology.streams.state_store == "rocksdb" else "memory://",
+        datadir=str(topology.streams.state_dir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         broker_session_timeout=topology.streams.session_timeout_seconds,

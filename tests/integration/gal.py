@@ -70,10 +70,11 @@ class GalDeployment:
     def contacts_ou(self, forest: str) -> str:
         return self.topology.forest(FOREST_NAMES[forest]).contacts_ou
 
-    def start_worker(self, components: str | None = None) -> WorkerProcess:
+    def start_worker(self, components: str | None = None, state_of: WorkerProcess | None = None) -> WorkerProcess:
+        """A new worker process; `state_of`: on the tables another (stopped) worker left on disk."""
         worker = WorkerProcess(
             self.topology.source, log_path=self.workdir / f"worker-{len(self.workers)}.log", env=self.env,
-            components=components,
+            components=components, state_dir=state_of.state_dir if state_of is not None else None,
         )
         self.workers.append(worker.start())
         return worker

@@ -1,0 +1,113 @@
+"""Restart of a worker holding N objects: local state on disk (RocksDB) against tables in memory.
+
+Starts its own broker and central slapd (the rig's). Per table store (`streams.state_store`), it
+publishes N user adds straight into a fresh changes topic, runs a worker until every contact
+exists, and reads its resident memory then. It stops the worker (cleanly), publishes one more
+change, starts the worker again on the same state directory and measures the time from the
+start to that change's contact in the central forest: with RocksDB the tables come back from
+disk and the changelogs' tail, in memory every changelog is read whole again. Measurements
+only: nothing here asserts a bound.
+
+    .venv/bin/python bench/restart.py [--users 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline import CENTRAL_SUFFIX, count_contacts, publish, topology_file, user_add  # noqa: E402
+
+from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
+from idsync.rig.worker import WorkerProcess  # noqa: E402
+from streams.config.topology import load_topology  # noqa: E402
+from streams.kafka.topics import ensure_topics  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_for(central: SlapdInstance, base: str, wanted: int, worker: WorkerProcess) -> None:
+    while count_contacts(central, base) < wanted:
+        if not worker.running:
+            raise RuntimeError(f"worker exited; see {worker.log_path}")
+        time.sleep(0.2)
+
+
+def run(workdir: Path, broker: KafkaBroker, central: SlapdInstance, store: str, users: int) -> dict[str, float]:
+    name = f"restart-{store}-{secrets.token_hex(2)}"
+    path = topology_file(workdir, name, broker, central)
+    document = yaml.safe_load(path.read_text())
+    document["streams"]["state_store"] = store
+    path.write_text(yaml.safe_dump(document))
+    topology = load_topology(path)
+    base = topology.forest("forest-a").contacts_ou
+    asyncio.run(ensure_topics(topology.kafka))
+    asyncio.run(publish(broker.bootstrap_servers, topology.kafka.topics.changes, users))
+    env, log = {"BENCH_PASSWORD": central.admin_password}, workdir / f"{name}.log"
+    worker = WorkerProcess(path, log_path=log, env=env).start()
+    started = time.monotonic()
+    try:
+        wait_for(central, base, users, worker)
+        loaded, memory = time.monotonic() - started, rss_mb(worker.pid)
+    finally:
+        worker.stop()
+    asyncio.run(publish_one(broker.bootstrap_servers, topology.kafka.topics.changes, users))
+    worker = WorkerProcess(path, log_path=log, env=env).start()  # the same log name: the same state dir
+    started = time.monotonic()
+    try:
+        wait_for(central, base, users + 1, worker)
+        return {"load_s": loaded, "rss_mb": memory, "restart_to_write_s": time.monotonic() - started}
+    finally:
+        worker.stop()
+
+
+async def publish_one(bootstrap: str, topic: str, index: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        change = user_add(index)
+        await producer.send_and_wait(topic, key=change.key.encode(), value=change.to_bytes())
+    finally:
+        await producer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    password = secrets.token_urlsafe(16)
+    os.environ["BENCH_PASSWORD"] = password
+    with tempfile.TemporaryDirectory(prefix="idsync-restart-") as scratch:
+        workdir = Path(scratch)
+        with KafkaBroker(workdir / "kafka") as broker, SlapdInstance(
+            workdir, name="central", suffix=CENTRAL_SUFFIX, admin_password=password
+        ) as central:
+            results = {store: run(workdir, broker, central, store, args.users) for store in ("rocksdb", "memory")}
+    print(f"{args.users} users: {'store':8} {'loaded in s':>12} {'RSS MB':>8} {'MB/100k':>8} {'restart->write s':>17}")
+    for store, figures in results.items():
+        print(f"{'':{len(str(args.users)) + 8}}{store:8} {figures['load_s']:12.1f} {figures['rss_mb']:8.0f} "
+              f"{figures['rss_mb'] * 100_000 / args.users:8.0f} {figures['restart_to_write_s']:17.2f}")
+
+
+if __name__ == "__main__":
+    main()
