@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from streams.events import EventDecodeError
 from streams.kafka.clients import Brokers
 from streams.kafka.positions import latest_positions
-from streams.site_events import SiteSyncState
+from streams.site_events import SiteSyncState, site_position_key
 
 
 class SitePositionStore:
@@ -32,6 +32,10 @@ class SitePositionStore:
 
     async def save(self, state: SiteSyncState) -> None:
         await self._producer.send_and_wait(self._topic, key=state.key(), value=state.to_bytes())
+
+    async def forget(self, store: str, site: str) -> None:
+        """The site is gone from its store: a tombstone, so no state is loaded for it again."""
+        await self._producer.send_and_wait(self._topic, key=site_position_key(store, site), value=None)
 
 
 def _decode(key: bytes, raw: bytes) -> SiteSyncState:

@@ -47,6 +47,8 @@ SNAPSHOT_END_KEY = b"site-snapshot-end"
 # The reason of an incremental pass, and of a full read a person asked for.
 CHANGES = "changes"
 REQUESTED = "requested"
+# The reason of the snapshot end that drops the memberships of a site the store no longer has.
+SITE_REMOVED = "site-removed"
 # How often a store that refuses the reader for a reason only a person can mend is tried again.
 ATTENTION_RETRY_SECONDS = 60.0
 
@@ -158,6 +160,9 @@ class SiteReaderRunner:
         if self._states is None:
             self._states = await self._positions.load_all(self._store)
         sites = [site] if site is not None else await asyncio.to_thread(self._source.sites)
+        if site is None:
+            for removed in sorted(set(self._states) - set(sites)):
+                await self._site_removed(removed)
         synced = []
         for name in sites:
             try:
@@ -237,6 +242,25 @@ class SiteReaderRunner:
         log.info("site full read store=%s site=%s reason=%s members=%d token=%s snapshot=%s",
                  self._store, site, reason, len(members), token, snapshot_id)
         return state
+
+    async def _site_removed(self, site: str) -> None:
+        """A site the store no longer has (its collection was deleted): a snapshot end that no
+        membership matches drops all of them downstream, so nothing is written to it any more;
+        then its state goes (a site created again under that id starts with a full read)."""
+        assert self._states is not None
+        end = SiteSnapshotEnd(store=self._store, site=site, snapshot_id=f"removed-{uuid.uuid4().hex}",
+                              token=self._states[site].token, reason=SITE_REMOVED, members=0)
+        sends = _Sends(self._producer, self._topic)
+        try:
+            for partition in await self._all_partitions():
+                await sends.send(SNAPSHOT_END_KEY, end.to_bytes(), partition=partition)
+            await sends.acknowledged()
+        finally:
+            sends.abandon()
+        await self._positions.forget(self._store, site)
+        del self._states[site]
+        log.warning("site removed from the store store=%s site=%s: its memberships are dropped, nothing is "
+                    "written to it any more", self._store, site)
 
     async def _changes(self, site: str, token: str | None) -> SiteChangeBatch:
         return await asyncio.to_thread(self._source.changes, site, token, PAGE_SIZE)

@@ -67,6 +67,9 @@ class Positions:
     async def save(self, state: SiteSyncState) -> None:
         self.saved.append(state)
 
+    async def forget(self, store: str, site: str) -> None:
+        self.saved.append(None)
+
 
 @pytest.fixture
 def store(tmp_path: Path):
@@ -204,6 +207,23 @@ async def test_a_site_that_vanished_is_skipped_and_the_others_sync(store: SqlSit
     assert len([r for r in caplog.records if "site skipped" in r.message]) == 1
     with pytest.raises(PermanentError):
         await reader.sync_once(site="gone")
+
+
+async def test_a_site_removed_from_the_store_drops_its_memberships_and_its_state(store: SqlSiteStore) -> None:
+    for site in ("hr", "it"):
+        store.create_site(site)
+        store.add_member(site, "alice")
+    producer, positions = Producer(), Positions()
+    reader = runner(store, producer, positions)
+    await reader.sync_once()
+    producer.events()
+    with store._transaction() as tx:  # the platform deletes the site collection
+        tx.execute("DELETE FROM sites WHERE site_id = ?", ("it",))
+    assert [state.site for state in await reader.sync_once()] == ["hr"]
+    ends = producer.events()
+    assert len(ends) == 3 and {(e.site, e.reason, e.members) for e in ends} == {("it", "site-removed", 0)}
+    assert positions.saved[-1] is None and set(reader.states) == {"hr"}
+    assert await reader.sync_once() and producer.events() == []  # once only
 
 
 class Flaky:
