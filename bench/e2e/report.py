@@ -115,6 +115,8 @@ def rows(results: dict) -> list[Row | str]:
         out.append(row("worker CPU s, whole run (ref: replica slapd)", worker["cpu_seconds"],
                        reference.get("cpu_seconds"), with_ratio=False))
         out.append(row("worker CPU s, initial sync", worker["initial_sync_cpu_seconds"], with_ratio=False))
+        for name, seconds in (resources.get("servers-initial-sync") or {}).get("cpu_seconds", {}).items():
+            out.append(row(f"{name} CPU s, initial sync", seconds, with_ratio=False))
         for name in ("resync-noop", "resync-after-wipe"):
             out.append(row(f"{name} peak RSS, MB", resources[name]["peak_rss_mb"], with_ratio=False))
             out.append(row(f"{name} CPU s", resources[name]["cpu_seconds"], with_ratio=False))
