@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streams.config.topology import Topology, TopologyError, load_topology
+from streams.config.topology import MetricsSettings, Topology, TopologyError, load_topology, split_listen
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[1] / "topology.yaml"
 
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state-dir", type=Path, metavar="DIR",
                      help="where this worker keeps its tables (default: the topology's streams.state_dir); "
                           "each worker on one machine needs its own")
+    run.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT",
+                     help="where this worker serves /metrics, /status and the health checks (default: the "
+                          "topology's metrics.listen, its auth kept); each worker on one machine needs its own port")
     run.add_argument("--components", type=_components, default="readers,processor,sinks", metavar="LIST",
                      help="what this worker runs, comma-separated: readers (each forest's and site store's "
                           "reader, on one worker of the deployment at a time), processor (the metaverse engine, "
@@ -131,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.state_dir is not None:
             topology = dataclasses.replace(
                 topology, streams=dataclasses.replace(topology.streams, state_dir=args.state_dir.absolute()))
+        if args.metrics_listen is not None:
+            host, port = args.metrics_listen
+            auth = topology.metrics.auth if topology.metrics else None
+            topology = dataclasses.replace(topology, metrics=MetricsSettings(host=host, port=port, auth=auth))
         run_worker(topology, loglevel=args.log_level, components=args.components)
         return 0
     if args.command == "import":
@@ -158,6 +165,13 @@ def _components(text: str) -> frozenset[str]:
     if not chosen or not chosen <= set(COMPONENTS):
         raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(COMPONENTS)}; not {text!r}")
     return chosen
+
+
+def _listen(text: str) -> tuple[str, int]:
+    try:
+        return split_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _moment(text: str) -> datetime:

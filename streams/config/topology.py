@@ -399,8 +399,17 @@ def _wake_on_change_notification(capture: Section, mode: str | None) -> bool:
 
 def _metrics(sec: Section, base_dir: Path | None) -> MetricsSettings:
     listen = sec.text("listen", DEFAULT_METRICS_LISTEN, check=_listen_problem)
-    host, _, port = (listen or ":0").rpartition(":")
-    return MetricsSettings(host=host.strip("[]"), port=int(port), auth=metrics_auth(sec, base_dir))
+    # No listen (the error is reported already): a placeholder the failed load never returns.
+    host, port = split_listen(listen) if listen else ("", 0)
+    return MetricsSettings(host=host, port=port, auth=metrics_auth(sec, base_dir))
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """host:port (an IPv6 host in brackets) -> (host, port); ValueError when it is not one."""
+    if (problem := _listen_problem(value)) is not None:
+        raise ValueError(problem)
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _object_kinds(sec: Section) -> frozenset[ObjectKind]:

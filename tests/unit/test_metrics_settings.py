@@ -55,3 +55,30 @@ def test_wake_on_change_notification_must_be_a_boolean():
     assert errors(config(**{"forests.1.change_capture": capture})) == [
         "forests[1].change_capture.wake_on_change_notification: expected true or false, got a string"
     ]
+
+
+def run_with(tmp_path, monkeypatch, *flags: str):
+    """`idsync run` on the repository's topology (its metrics section commented out) with `flags`:
+    the topology the worker would have been started with."""
+    from idsync import cli
+    from tests.unit.test_topology import REPO_TOPOLOGY
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(REPO_TOPOLOGY.read_text(encoding="utf-8"), encoding="utf-8")
+    started = []
+    monkeypatch.setattr("idsync.runtime.run_worker", lambda topology, **_: started.append(topology))
+    assert cli.main(["run", "--topology", str(path), *flags]) == 0
+    [topology] = started
+    return topology
+
+
+def test_a_worker_serves_its_metrics_where_run_says_so_several_workers_on_one_machine_apart(tmp_path, monkeypatch):
+    assert run_with(tmp_path, monkeypatch).metrics is None
+    assert run_with(tmp_path, monkeypatch, "--metrics-listen", "127.0.0.1:9470").metrics == MetricsSettings(
+        host="127.0.0.1", port=9470)
+
+
+def test_run_refuses_a_metrics_listen_that_is_not_host_and_port(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run_with(tmp_path, monkeypatch, "--metrics-listen", "9470")
+    assert "expected host:port" in capsys.readouterr().err
