@@ -6,6 +6,7 @@ goes on."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Gauge
@@ -14,24 +15,33 @@ from connectors.sites import SqlSiteStore, open_site_store
 from idsync.kafka_clients import kafka_watched, producer_for
 from streams.config.sites import SiteStoreSettings
 from streams.config.topology import Topology
-from streams.contracts import RetriableError
+from streams.contracts import NeedsAttention, RetriableError
 from streams.kafka.clients import client_settings
 from streams.kafka.site_positions import SitePositionStore
 from streams.monitoring.metrics import READER_OUTAGES, READER_UP, SITE_SINK_OUTAGES, SITE_SINK_UP
 from streams.monitoring.outages import Outage
 from streams.monitoring.secrets import wait_for_secret
-from streams.processors.site_reader import SiteReaderRunner, reader_label
+from streams.processors.site_reader import ATTENTION_RETRY_SECONDS, SiteReaderRunner, reader_label
 from streams.processors.site_sink import SiteSinkRunner, site_writer_group
+
+log = logging.getLogger(__name__)
 
 
 async def open_site_store_when_up(settings: SiteStoreSettings, outage: Outage) -> SqlSiteStore:
     """The store, once its database answers: a store down at start is an outage like any other,
-    retried with backoff while the other components go on."""
+    retried with backoff while the other components go on. A connection refused for a reason only
+    a person can mend (its TLS certificate) is logged as an ERROR at every attempt, tried again
+    every ATTENTION_RETRY_SECONDS, not in a fast retry loop."""
     while True:
         try:
             store = await asyncio.to_thread(open_site_store, settings)
         except RetriableError as exc:
             await asyncio.sleep(outage.failed(exc))
+            continue
+        except NeedsAttention as exc:
+            delay = max(outage.failed(exc), ATTENTION_RETRY_SECONDS)
+            log.error("site store needs attention store=%s error=%r retry_in=%.0fs", settings.name, str(exc), delay)
+            await asyncio.sleep(delay)
             continue
         outage.succeeded()
         return store

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from connectors.sites.engines import Engine, PostgresEngine, SqliteEngine, Transaction
+from connectors.sites.engines import Engine, PostgresEngine, SqliteEngine, Transaction, warn_once
 from connectors.sites.migrations import migrate
 from streams.contracts import FullReadReason, NotAMember, PermanentError, SiteChangeBatch, SiteMember
 from streams.site_events import MembershipOp, SiteMembershipChange
@@ -270,11 +270,14 @@ def open_site_store(settings: SiteStoreSettings, *, retain_changes: int = DEFAUL
     """The store a topology's `sites.stores[]` entry names, migrated to the newest schema. A
     PostgreSQL password (password_env / password_file) is read at each connect, never kept. The
     SQLite file must exist already: a missing file is a store that is down (RetriableError), not
-    a new empty one. Raises RetriableError when the database cannot be reached."""
+    a new empty one. Raises RetriableError when the database cannot be reached, NeedsAttention
+    when its TLS certificate is refused (or it offers no TLS)."""
     engine: SqliteEngine | PostgresEngine
     if settings.engine == "postgresql":
         password = settings.password
-        engine = PostgresEngine(settings.location, password=password.reveal if password is not None else None)
+        warn_once(settings.name, settings.location, settings.tls)
+        engine = PostgresEngine(settings.location, password=password.reveal if password is not None else None,
+                                tls=settings.tls, store=settings.name)
     else:
         engine = SqliteEngine(Path(settings.location))
     store = SqlSiteStore(engine, retain_changes=retain_changes)

@@ -1,9 +1,10 @@
 """The security part of topology.yaml: how idsync encrypts and authenticates its connections.
 
-A forest's ``tls:`` key says how its LDAP connection is protected; the kafka section's
-``security_protocol``, ``sasl`` and ``tls`` keys how every Kafka client connects. Certificates
-are verified by default (the system's CA bundle, or ``ca_file``), host name included; turning
-verification off (LDAP only) takes an explicit ``verify: false``. Secrets come from an
+A forest's ``tls:`` key says how its LDAP connection is protected, a PostgreSQL site store's
+``tls:`` key how its database connection is; the kafka section's ``security_protocol``, ``sasl``
+and ``tls`` keys how every Kafka client connects. Certificates are verified by default (the
+system's CA bundle, or ``ca_file``), host name included; turning verification off (forests and
+site stores, never Kafka) takes an explicit ``verify: false``. Secrets come from an
 environment variable or a file, read when a connection needs them. Only paths are read here:
 the files are opened by the connection that needs them, so a renewed certificate is used by the
 next connection.
@@ -11,11 +12,13 @@ next connection.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from streams.config.sections import NOT_EMPTY, Section, TopologyError, choice, kind_of, rule
 
@@ -152,6 +155,75 @@ def _file(sec: Section, key: str, base_dir: Path | None) -> Path | None:
         sec.error(key, f"no such file: {str(path)!r}")
         return None
     return path
+
+
+POSTGRES_TLS_KEYS = ("verify", "ca_file", "cert_file", "key_file", "min_version")
+# libpq's TLS settings, which a site store's url must leave to its `tls:` key.
+_LIBPQ_TLS_PARAMS = re.compile(r"(?:ssl\w*|requiressl)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresTls:
+    """How a PostgreSQL site store's connection is protected. By default: TLS required, the
+    server's certificate verified against the system's CA bundle (or `files.ca_file`), host name
+    included (libpq's sslmode=verify-full)."""
+
+    # False only for a store on this machine (a loopback address or a Unix socket) without a
+    # `tls:` key: then nothing is required (libpq's sslmode=prefer).
+    required: bool = True
+    # False only by an explicit `verify: false`: encrypted, any certificate accepted (a WARNING
+    # at every start).
+    verify: bool = True
+    files: TlsFiles = TlsFiles()
+    min_version: str = "1.2"
+
+
+def postgres_tls(sec: Section, base_dir: Path | None, url: str) -> PostgresTls:
+    """A PostgreSQL store's `tls` key (a mapping of POSTGRES_TLS_KEYS); absent, a store on a
+    loopback address or a Unix socket requires no TLS, any other verifies its server."""
+    for key in _query_keys(url):
+        if _LIBPQ_TLS_PARAMS.fullmatch(key):
+            sec.error("url", f"must not set {key}; the store's tls: key says how its connection is "
+                             "encrypted and verified")
+    if not sec.given("tls"):
+        return PostgresTls(required=not local_postgres(url))
+    tls = sec.child("tls", POSTGRES_TLS_KEYS)
+    verify = bool(tls.value("verify", (bool,), "true or false", True))
+    files = tls_files(tls, base_dir)
+    if not verify and files.ca_file is not None:
+        tls.error("ca_file", "unused with verify: false (nothing is verified); remove one of them")
+    return PostgresTls(verify=verify, files=files, min_version=min_version(tls))
+
+
+def local_postgres(url: str) -> bool:
+    """Whether every host of a postgresql:// URL is on this machine: a loopback address,
+    localhost, or a Unix socket (no host, or a directory path)."""
+    netloc = url.split("://", 1)[-1].partition("?")[0].split("/", 1)[0].rpartition("@")[2]
+    hosts = [_host_of(part) for part in netloc.split(",")]
+    hosts += [value for key, value in parse_qsl(urlsplit(url).query) if key in ("host", "hostaddr")]
+    return all(_local_host(unquote(host)) for host in hosts)
+
+
+def _query_keys(url: str) -> list[str]:
+    return [key for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)]
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
+
+
+def _local_host(host: str) -> bool:
+    if not host or host.startswith("/") or host.lower() == "localhost":
+        return True
+    for one in host.split(","):
+        try:
+            if not ipaddress.ip_address(one).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def secret(sec: Section, base_dir: Path | None) -> Secret | None:

@@ -5,6 +5,8 @@
         - name: intranet
           url: sqlite:///var/lib/idsync/sites.db    # or postgresql://idsync@db.example:5432/sites
           password_env: IDSYNC_SITES_PASSWORD       # PostgreSQL only, optional
+          tls:                                      # PostgreSQL only (streams/config/security.py)
+            ca_file: /etc/idsync/sites-ca.pem       # default: the system's CA bundle
           poll_interval_seconds: 1.0
       logins:                      # how a member's login finds its metaverse person, tried in turn
         - "{userPrincipalName}"
@@ -26,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.config.sections import ATTRIBUTE, NOT_EMPTY, Section, rule
-from streams.config.security import Secret, secret
+from streams.config.security import PostgresTls, Secret, postgres_tls, secret
 from streams.rules.profiles import LoginRule, ProfilePolicy
 from streams.rules.templates import Template, TemplateError
 
 SITES_KEYS = ("stores", "logins", "replicate")
-STORE_KEYS = ("name", "url", "password_env", "password_file", "poll_interval_seconds")
+STORE_KEYS = ("name", "url", "password_env", "password_file", "poll_interval_seconds", "tls")
 DEFAULT_LOGINS = ("{userPrincipalName}", "{mail}")
 # SharePoint's user information list names, for the properties of issue #10.
 DEFAULT_REPLICATE = {
@@ -51,6 +53,8 @@ class SiteStoreSettings:
     location: str
     password: Secret | None
     poll_interval_seconds: float
+    # PostgreSQL only: how the connection is encrypted and the server verified.
+    tls: PostgresTls = PostgresTls()
 
     @property
     def engine(self) -> str:
@@ -99,6 +103,11 @@ def _stores(sec: Section, base_dir: Path | None) -> tuple[SiteStoreSettings, ...
                             "only a postgresql:// store takes a password; a SQLite file is protected by its permissions")
         if url is not None and postgres and re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", url):
             store.error("url", "must not hold a password; use password_env or password_file")
+        tls = PostgresTls()
+        if url is not None and postgres:
+            tls = postgres_tls(store, base_dir, url)
+        elif store.given("tls"):
+            store.error("tls", "only a postgresql:// store takes tls settings; a SQLite file is not a connection")
         if name is None or url is None:
             continue
         location = url if postgres else _sqlite_path(url, base_dir)
@@ -106,6 +115,7 @@ def _stores(sec: Section, base_dir: Path | None) -> tuple[SiteStoreSettings, ...
             name=name, location=location, password=password,
             poll_interval_seconds=store.number("poll_interval_seconds", 1.0, minimum=0, inclusive=False,
                                                maximum=3600),
+            tls=tls,
         ))
     return tuple(stores)
 

@@ -20,7 +20,7 @@ from psycopg import sql
 from connectors.sites import SqlSiteStore, open_site_store, open_store
 from idsync.rig import KafkaBroker
 from idsync.rig.postgres import PostgresServer
-from streams.config.security import Secret
+from streams.config.security import PostgresTls, Secret, local_postgres
 from streams.config.sites import SiteStoreSettings
 from streams.config.topology import KafkaSettings, Topics
 from streams.kafka.topics import ensure_topics
@@ -90,7 +90,9 @@ def postgres_db(server: PostgresServer, name: str, monkeypatch: pytest.MonkeyPat
                 conn.execute("DELETE FROM site_changes WHERE site_id = %s AND token > %s", (site, token))
                 conn.execute("UPDATE sites SET last_token = %s WHERE site_id = %s", (token, site))
 
-    settings = SiteStoreSettings(name=name, location=url, password=Secret(env=variable), poll_interval_seconds=0.1)
+    # No tls key, on 127.0.0.1: as the topology's loader reads it, no TLS is required.
+    settings = SiteStoreSettings(name=name, location=url, password=Secret(env=variable), poll_interval_seconds=0.1,
+                                 tls=PostgresTls(required=not local_postgres(url)))
     open_site_store(settings).close()
     return SiteDb("postgresql", settings, f"{url.replace('@', ':' + server.password + '@', 1)}", take_down,
                   backup, restore)
