@@ -5,6 +5,10 @@ for idsync, password-authenticated over TCP on 127.0.0.1.
 initdb and postgres refuse to run as root: as root, both run as the `postgres` system user (through
 runuser), and the data directory is a private directory of that user under the system's temp dir
 (pytest's own temp directories are closed to other users).
+
+With `tls` (a certificate of the rig's test CA) the server also speaks TLS (ssl=on, plain
+connections still accepted): its certificate and key are copied into the cluster's home, owned by
+the service user, the key with mode 0600, as postgres demands.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from idsync.rig.errors import RigError
+from idsync.rig.pki import Certificate
 from idsync.rig.ports import accepts_connections, free_port, require_free_port
 from idsync.rig.process import ManagedProcess
 
@@ -34,19 +39,20 @@ class PostgresServer:
     """One cluster; `conninfo` reaches its `database` as `user`. stop() removes the cluster."""
 
     def __init__(self, workdir: Path, *, name: str = "postgres", port: int | None = None,
-                 database: str = "idsync", user: str = "idsync") -> None:
+                 database: str = "idsync", user: str = "idsync", tls: Certificate | None = None) -> None:
         self.name = name
         self.workdir = Path(workdir)
         self.port = port if port is not None else free_port()
         self.database = database
         self.user = user
+        self.tls = tls
         self.password = secrets.token_urlsafe(16)
         self._superuser_password = secrets.token_urlsafe(16)
         self._home: Path | None = None
         self._process: ManagedProcess | None = None
 
     def __repr__(self) -> str:
-        return f"PostgresServer(name={self.name!r}, port={self.port})"
+        return f"PostgresServer(name={self.name!r}, port={self.port}, tls={self.tls is not None})"
 
     @property
     def conninfo(self) -> str:
@@ -82,7 +88,7 @@ class PostgresServer:
         self._process = ManagedProcess(
             f"postgres-{self.name}",
             [*self._as_service_user(), str(PG_BIN / "postgres"), "-D", str(self._data_dir), "-p", str(self.port),
-             "-k", str(self._home), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+             "-k", str(self._home), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", *self._tls_options()],
             log_path=self.log_file,
         )
         self._process.start()
@@ -135,6 +141,20 @@ class PostgresServer:
                 raise RigError(f"no `{_SERVICE_USER}` user: run `bash docker/bootstrap.sh`") from exc
             os.chown(home, account.pw_uid, account.pw_gid)
         return home
+
+    def _tls_options(self) -> list[str]:
+        if self.tls is None:
+            return []
+        assert self._home is not None
+        cert, key = self._home / "server.pem", self._home / "server.key"
+        shutil.copyfile(self.tls.cert, cert)
+        shutil.copyfile(self.tls.key, key)
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(_SERVICE_USER)
+            for path in (cert, key):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
 
     def _initdb(self) -> None:
         assert self._home is not None
