@@ -34,8 +34,33 @@ def compose() -> dict:
 
 
 @pytest.fixture(scope="module")
-def topology(compose) -> Topology:
-    return load_topology(DOCKER / _host_path(_mount_source(compose["services"]["idsync"], "/etc/idsync/topology.yaml")))
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where empty files stand in for the secrets a topology names as TLS files (see `topology`)."""
+    return tmp_path_factory.mktemp("run-secrets")
+
+
+@pytest.fixture(scope="module")
+def topology(compose, stand_in: Path) -> Topology:
+    """The mounted topology as idsync loads it. Its TLS files (a CA certificate) are Docker secrets
+    that exist only in the containers, and the loader checks that each is a file: an empty file of
+    the same name in `stand_in` stands in for each."""
+    source = _topology_source(compose)
+    text = source.read_text()
+    for path in _tls_secret_files(text):
+        (stand_in / path.name).touch()
+        text = text.replace(f"_file: {path}", f"_file: {stand_in / path.name}")
+    copy = stand_in / source.name
+    copy.write_text(text)
+    return load_topology(copy)
+
+
+def _topology_source(compose: dict) -> Path:
+    return _host_path(_mount_source(compose["services"]["idsync"], "/etc/idsync/topology.yaml"))
+
+
+def _tls_secret_files(text: str) -> list[PurePosixPath]:
+    """The TLS files (ca_file, cert_file, key_file) a topology names under /run/secrets/."""
+    return [PurePosixPath(m) for m in re.findall(r"(?m)^\s*(?:ca|cert|key)_file:\s*(/run/secrets/\S+)\s*$", text)]
 
 
 def _host_path(source: str) -> Path:
@@ -94,6 +119,25 @@ def test_every_password_file_is_a_compose_secret_mounted_at_that_path(compose, t
     # No password reaches idsync another way.
     assert not any(forest.password.env for forest in topology.forests)
     assert "environment" not in compose["services"]["idsync"]
+
+
+def test_the_site_store_verifies_postgres_with_a_ca_that_is_a_compose_secret(compose, topology, stand_in):
+    [store] = topology.sites.stores
+    assert urlsplit(store.location).hostname == "postgres" and "postgres" in compose["services"]
+    assert store.tls.required and store.tls.verify  # verify-full: never verify: false
+    assert store.tls.files.ca_file == stand_in / "postgres-ca"
+    [ca_file] = _tls_secret_files(_topology_source(compose).read_text())
+    idsync = _secret_targets(compose["services"]["idsync"])
+    assert ca_file in idsync, f"{ca_file} is not a secret of the idsync service"
+    assert _host_path(compose["secrets"][idsync[ca_file]]["file"]).parent == DOCKER / "secrets"
+    # The server side: TLS on, with a certificate and key that are its own secrets.
+    postgres = compose["services"]["postgres"]
+    command = " ".join(postgres["command"])
+    assert "ssl=on" in command
+    cert = re.search(r"ssl_cert_file=(\S+)", command).group(1)
+    assert PurePosixPath(cert) in _secret_targets(postgres)
+    assert "/run/secrets/postgres-tls-key" in " ".join(postgres["entrypoint"])
+    assert {"postgres-tls-cert", "postgres-tls-key"} <= set(_secret_targets(postgres).values())
 
 
 def test_each_forest_is_a_slapd_service_with_the_same_secret(compose, topology):
