@@ -166,7 +166,8 @@ async def test_the_worker_reports_a_refusal_and_tries_again_only_now_and_then(
                     outages=READER_OUTAGES.labels(label))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(site_components.open_site_store_when_up(settings, outage), timeout=1.2)
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "needs attention" in r.getMessage()]
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.ERROR and "needs attention" in r.getMessage()]
     assert 2 <= len(errors) <= 3, errors
     assert all(f"store={settings.name}" in e and "certificate not accepted" in e for e in errors)
     assert READER_UP.labels(label)._value.get() == 0

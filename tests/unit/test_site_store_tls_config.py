@@ -76,7 +76,8 @@ def test_a_client_certificate_with_its_key_in_the_same_file(tmp_path: Path):
 @pytest.mark.parametrize("entry, where, message", [
     ({"url": "x.db", "tls": {"verify": False}}, "sites.stores[0].tls", "only a postgresql:// store"),
     ({"url": "postgresql://u@db/s?sslmode=disable"}, "sites.stores[0].url", "must not set sslmode; the store's tls:"),
-    ({"url": "postgresql://u@db/s?connect_timeout=3&SSLROOTCERT=/x"}, "sites.stores[0].url", "must not set SSLROOTCERT"),
+    ({"url": "postgresql://u@db/s?connect_timeout=3&sslrootcert=/x"}, "sites.stores[0].url",
+     "must not set sslrootcert"),
     ({"url": "postgresql://u@db/s?requiressl=1"}, "sites.stores[0].url", "must not set requiressl"),
     ({"url": "postgresql://u@db/s?ssl_min_protocol_version=TLSv1"}, "sites.stores[0].url",
      "must not set ssl_min_protocol_version"),
