@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.e2e.procstat import usage  # noqa: E402
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.worker import WorkerProcess  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
@@ -37,7 +38,7 @@ from streams.kafka.topics import ensure_topics  # noqa: E402
 CENTRAL_SUFFIX = "dc=central,dc=idsync,dc=test"
 
 
-def topology_file(workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance) -> Path:
+def topology_file(workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, linger_ms: int | None) -> Path:
     base = f"ou={run},{CENTRAL_SUFFIX}"
     with central.admin_connection(raise_exceptions=True) as connection:
         ensure_ou(connection, base)
@@ -46,7 +47,8 @@ def topology_file(workdir: Path, run: str, broker: KafkaBroker, central: SlapdIn
     document = {
         "kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": 3,
                   "topics": {name: f"{run}.{name}" for name in ("changes", "positions", "contacts", "errors")}},
-        "streams": {"app_id": run, "commit_interval_seconds": 1.0},
+        "streams": {"app_id": run, "commit_interval_seconds": 1.0,
+                    **({"producer_linger_ms": linger_ms} if linger_ms is not None else {})},
         # The user forest is never read: its changes are published by the bench itself.
         "forests": [
             {"name": "central", "role": "central", "base_dn": base, **forest},
@@ -92,10 +94,11 @@ def count_contacts(central: SlapdInstance, base: str) -> int:
 
 
 def pipeline_seconds(
-    workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, users: int, split: bool = False
+    workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, users: int, split: bool = False,
+    linger_ms: int | None = None,
 ) -> tuple[float, float]:
     """(seconds from worker start to the last contact, seconds from the first contact to the last)."""
-    path = topology_file(workdir, run, broker, central)
+    path = topology_file(workdir, run, broker, central, linger_ms)
     topology = load_topology(path)
     asyncio.run(ensure_topics(topology.kafka))
     asyncio.run(publish(broker.bootstrap_servers, topology.kafka.topics.changes, users))
@@ -119,6 +122,10 @@ def pipeline_seconds(
             # percent it is done once a second.
             time.sleep(0.1 if not done or users - done < users * 0.05 else 1.0)
         finished = time.monotonic()
+        for (_, name), worker in zip(plan, workers):
+            if (used := usage(worker.pid)) is not None:
+                print(f"  {name} worker: {used.cpu_seconds:.1f} CPU s, {1000 * used.cpu_seconds / users:.2f} ms a contact",
+                      flush=True)
         return finished - started, finished - (first or finished)
     finally:
         for worker in workers:
@@ -145,6 +152,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--split", action="store_true",
                         help="run the processor and the sinks as two processes (idsync run --components)")
+    parser.add_argument("--linger-ms", type=int, default=None,
+                        help="the worker's streams.producer_linger_ms (default: the topology's default)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     password = secrets.token_urlsafe(16)
@@ -158,7 +167,8 @@ def main() -> None:
             for index in range(args.runs):
                 run = f"bench{index}-{secrets.token_hex(2)}"
                 direct.append(direct_seconds(central, run, args.users))
-                whole, steady = pipeline_seconds(workdir, run, broker, central, args.users, args.split)
+                whole, steady = pipeline_seconds(workdir, run, broker, central, args.users, args.split,
+                                                 args.linger_ms)
                 total.append(whole)
                 flowing.append(steady)
                 print(f"run {index}: worker start to last contact {whole:.2f}s, first to last contact {steady:.2f}s "
