@@ -11,6 +11,7 @@ it afresh, as before.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 
 from ldap3 import DEREF_NEVER, LEVEL
 from ldap3.core import exceptions as ldap_errors
@@ -24,6 +25,7 @@ NameKey = tuple[tuple[tuple[str, str], ...], ...]
 _NAMES_PER_SEARCH = 100
 
 
+@lru_cache(maxsize=16384)
 def name_key(dn: str) -> NameKey:
     """The DN compared as directories compare names: attribute types and values ignoring case."""
     return tuple(tuple((name, value.casefold()) for name, value in rdn) for rdn in canonical(dn))

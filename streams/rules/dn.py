@@ -10,6 +10,8 @@ in a display name is a real rename).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _SPECIAL = frozenset(',+"\\<>;=')
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -35,6 +37,9 @@ def escape_value(value: str) -> str:
     return "".join(out)
 
 
+# A writer asks about the same names several times a batch (and about the same containers for
+# every contact): parsed character by character, they cost it more than encoding its writes.
+@lru_cache(maxsize=16384)
 def canonical(dn: str) -> tuple[Rdn, ...]:
     """The DN as RDNs of sorted (lower-cased type, unescaped value) pairs, leaf first."""
     rdns: list[Rdn] = []
