@@ -15,15 +15,12 @@ that processing sent; every stage is idempotent, so what a crash replays changes
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from streams.config.metaverse import engine_settings
@@ -41,10 +38,6 @@ from streams.processors.stages import EngineContext
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_SECONDS = 30.0
-# The engine's batches: the records that arrived within a couple of milliseconds, at most this
-# many.
-BATCH_MAX_RECORDS = 1000
-BATCH_WAIT_SECONDS = 0.002
 # Tables, by name: each has a changelog topic <app_id>-<name>-changelog.
 CONNECTOR_SPACE_TABLE = "connector-space"
 # Person sync's login index: `idsync sites` reads its changelog for the members of each site.
@@ -149,52 +142,27 @@ def create_app(topology: Topology, *, engine: bool = True) -> faust.App:
 
     committer = ProcessedOffsetCommitter(processed=processor.processed, flush=app.producer.flush, commit=commit_offsets)
 
-    # Partitions revoked from this worker since they were last assigned: records of theirs still
-    # in a batch are left to their next owner, which starts from the offset committed at the
-    # revocation. `in_flight` lets the revocation wait for the record being processed.
-    revoked: set[tuple[str, int]] = set()
-    in_flight = asyncio.Lock()
-
     # Concurrency 1: one record at a time, in offset order per partition; the stages never
-    # interleave their reads and writes of the tables. Records come in batches of what arrived
-    # together, all processed before the agent yields: what they send reaches the producer
-    # together, as one request per broker, without the producer waiting to fill a batch.
+    # interleave their reads and writes of the tables.
     @app.agent(consumed, concurrency=1)
     async def maintain_metaverse(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX_RECORDS, within=BATCH_WAIT_SECONDS):
-            for event in events:
-                message = event.message
-                async with in_flight:
-                    if (message.topic, message.partition) in revoked:
-                        continue
-                    # faust keeps a table entry in the partition of the current event (its store's
-                    # database and changelog); in a batch, this task's current event is set per
-                    # record. Only the context variable: the stream's own current_event is how
-                    # take_events() finds the event of each record it buffers (faust 0.15.3, pinned).
-                    _current_event.set(weakref.ref(event))
-                    await processor.process(
-                        Record(message.key, message.value, message.topic, message.partition, message.offset))
+        async for event in stream.events():
+            message = event.message
+            await processor.process(Record(message.key, message.value, message.topic, message.partition, message.offset))
 
     @app.timer(interval=topology.streams.commit_interval_seconds)
     async def commit_processed_offsets() -> None:
         await committer.commit()
 
     @app.on_partitions_revoked.connect
-    async def commit_before_revocation(_app: faust.App, revoked_tps: set[TP], **_: Any) -> None:
+    async def commit_before_revocation(_app: faust.App, revoked: set[TP], **_: Any) -> None:
         # faust has waited for the agent and flushed the producer: commit what it finished, then
         # let the partitions' next owner (maybe this worker) start from the committed offsets.
-        partitions = {(tp.topic, tp.partition) for tp in revoked_tps if tp.topic in topics.consumed()}
-        revoked.update(partitions)
-        async with in_flight:
-            pass
+        partitions = {(tp.topic, tp.partition) for tp in revoked if tp.topic in topics.consumed()}
         await committer.commit(partitions)
         committer.forget(partitions)
         processor.forget(partitions)
         unclaimed_start_offsets.clear()
-
-    @app.on_partitions_assigned.connect
-    async def processing_assigned(_app: faust.App, assigned: set[TP], **_: Any) -> None:
-        revoked.difference_update((tp.topic, tp.partition) for tp in assigned)
 
     @app.on_before_shutdown.connect
     async def commit_before_shutdown(_app: faust.App, **_: Any) -> None:
