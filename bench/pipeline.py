@@ -38,7 +38,9 @@ from streams.kafka.topics import ensure_topics  # noqa: E402
 CENTRAL_SUFFIX = "dc=central,dc=idsync,dc=test"
 
 
-def topology_file(workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, linger_ms: int | None) -> Path:
+def topology_file(
+    workdir: Path, run: str, broker: KafkaBroker, central: SlapdInstance, linger_ms: int | None = None
+) -> Path:
     base = f"ou={run},{CENTRAL_SUFFIX}"
     with central.admin_connection(raise_exceptions=True) as connection:
         ensure_ou(connection, base)
