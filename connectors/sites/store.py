@@ -58,20 +58,38 @@ def property_changes(current: Mapping[str, str], wanted: Mapping[str, str]) -> d
     return {name: value for name, value in wanted.items() if current.get(name) != value}
 
 
-def parse_token(token: str) -> int | None:
-    """A store token is a site's change counter as text; anything else is not one of ours."""
-    return int(token) if token.isascii() and token.isdigit() else None
+def token_text(number: int, stamp: str | None) -> str:
+    """A token: the site's change counter and the time of the change it names. The time tells a
+    store restored from a backup that went on past the counter (another change under that
+    number) from the store the token was read from."""
+    return f"{number}@{stamp}" if stamp else str(number)
 
 
-def classify_token(token: str | None, *, floor: int, newest: int) -> FullReadReason | None:
+def parse_token(token: str) -> tuple[int, str | None] | None:
+    """(counter, time of its change) of a store token; a bare counter (no time) is one too."""
+    number, separator, stamp = token.partition("@")
+    if not (number.isascii() and number.isdigit()) or (separator and not stamp):
+        return None
+    return int(number), stamp or None
+
+
+def token_counter(token: str) -> int | None:
+    """The change counter of a store token (for people and tests: tokens are compared whole)."""
+    parsed = parse_token(token)
+    return parsed[0] if parsed else None
+
+
+def classify_token(token: str | None, *, floor: int, newest: int, stamp_held: str | None = None) -> FullReadReason | None:
     """Whether changes can be read after `token`, given what the site's log keeps (after `floor`,
-    up to `newest`); if not, why a full read is needed."""
+    up to `newest`, and `stamp_held`: the time of the change it holds under the token's counter);
+    if not, why a full read is needed."""
     if token is None:
         return FullReadReason.NO_TOKEN
-    number = parse_token(token)
-    if number is None or number < floor:
+    parsed = parse_token(token)
+    if parsed is None or parsed[0] < floor:
         return FullReadReason.EXPIRED
-    if number > newest:
+    number, stamp = parsed
+    if number > newest or (stamp is not None and stamp_held is not None and stamp != stamp_held):
         return FullReadReason.RESTORED
     return None
 
@@ -110,15 +128,19 @@ class SqlSiteStore:
     def changes(self, site: str, token: str | None, limit: int = 1000) -> SiteChangeBatch:
         with self._transaction(snapshot=True) as tx:
             newest, floor = _site_row(tx, site)
-            reason = classify_token(token, floor=floor, newest=newest)
-            if reason is not None:
-                return SiteChangeBatch(site=site, changes=(), token=str(newest), full_read_needed=reason)
+            parsed = parse_token(token) if token is not None else None
+            held = _stamp(tx, site, parsed[0]) if parsed and parsed[1] else None
+            reason = classify_token(token, floor=floor, newest=newest, stamp_held=held)
+            if reason is not None or parsed is None:
+                return SiteChangeBatch(site=site, changes=(), token=_newest_token(tx, site, newest),
+                                       full_read_needed=reason)
             rows = tx.execute(
                 "SELECT token, login, op, properties, changed_at FROM site_changes "
-                "WHERE site_id = ? AND token > ? ORDER BY token LIMIT ?", (site, parse_token(token or ""), limit))
+                "WHERE site_id = ? AND token > ? ORDER BY token LIMIT ?", (site, parsed[0], limit))
         changes = tuple(
-            SiteMembershipChange(site=site, member_login=login, op=MembershipOp(op), change_token=str(number),
-                                 changed_at=changed_at, properties=load_properties(properties))
+            SiteMembershipChange(site=site, member_login=login, op=MembershipOp(op),
+                                 change_token=token_text(number, changed_at), changed_at=changed_at,
+                                 properties=load_properties(properties))
             for number, login, op, properties, changed_at in rows
         )
         return SiteChangeBatch(site=site, changes=changes, token=changes[-1].change_token if changes else str(token))
@@ -128,8 +150,9 @@ class SqlSiteStore:
             newest, _ = _site_row(tx, site)
             rows = tx.execute("SELECT login, person, properties FROM site_members WHERE site_id = ? ORDER BY login",
                               (site,))
+            token = _newest_token(tx, site, newest)
         return [SiteMember(login=login, person=person, properties=load_properties(properties))
-                for login, person, properties in rows], str(newest)
+                for login, person, properties in rows], token
 
     # --- SiteWriter ---------------------------------------------------------------------------
 
@@ -219,6 +242,16 @@ def _site_row(tx: Transaction, site: str) -> tuple[int, int]:
     if not rows:
         raise PermanentError(f"no site {site!r} in the store")
     return int(rows[0][0]), int(rows[0][1])
+
+
+def _stamp(tx: Transaction, site: str, number: int) -> str | None:
+    """The time of the change the site's log holds under `number` (None: none, or pruned)."""
+    rows = tx.execute("SELECT changed_at FROM site_changes WHERE site_id = ? AND token = ?", (site, number))
+    return rows[0][0] if rows else None
+
+
+def _newest_token(tx: Transaction, site: str, newest: int) -> str:
+    return token_text(newest, _stamp(tx, site, newest) if newest else None)
 
 
 def _locked_member(tx: Transaction, site: str, login: str) -> dict[str, str] | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from connectors.sites import SqlSiteStore, open_store
+from connectors.sites.store import token_counter
 from tests.integration.gal import GalDeployment, deploy, eventually
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ class SiteStore:
         """The site's change log: (token, login, op, properties), oldest first."""
         batch = self.admin.changes(site, "0", limit=1_000_000)
         assert batch.full_read_needed is None, "the test's log was pruned"
-        return [(int(c.change_token), c.member_login, str(c.op), dict(c.properties)) for c in batch.changes]
+        return [(token_counter(c.change_token), c.member_login, str(c.op), dict(c.properties)) for c in batch.changes]
 
     def properties(self, site: str) -> dict[str, dict[str, str]]:
         members, _ = self.admin.members(site)
