@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -110,16 +111,22 @@ async def publish_one(bootstrap: str, topic: str, index: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--stores", default="rocksdb,memory", help="comma-separated: rocksdb, memory")
+    parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it (the logs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     password = secrets.token_urlsafe(16)
     os.environ["BENCH_PASSWORD"] = password
-    with tempfile.TemporaryDirectory(prefix="idsync-restart-") as scratch:
-        workdir = Path(scratch)
-        with KafkaBroker(workdir / "kafka") as broker, SlapdInstance(
-            workdir, name="central", suffix=CENTRAL_SUFFIX, admin_password=password
-        ) as central:
-            results = {store: run(workdir, broker, central, store, args.users) for store in ("rocksdb", "memory")}
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idsync-restart-")))
+        else:
+            workdir = args.keep.absolute()
+            workdir.mkdir(parents=True, exist_ok=True)
+        broker = stack.enter_context(KafkaBroker(workdir / "kafka"))
+        central = stack.enter_context(SlapdInstance(workdir, name="central", suffix=CENTRAL_SUFFIX,
+                                                    admin_password=password))
+        results = {store: run(workdir, broker, central, store, args.users) for store in args.stores.split(",")}
     # MB/100k: what the objects add to the worker's resident memory (RSS loaded minus RSS empty).
     print(f"{args.users} users: {'store':8} {'loaded in s':>12} {'RSS empty':>10} {'RSS loaded':>11} "
           f"{'MB/100k':>8} {'restart->write s':>17}")
