@@ -27,6 +27,7 @@ from idsync.rig.admin import admin_connection
 from idsync.rig.errors import RigError
 from idsync.rig.ports import accepts_connections, port_is_free
 from idsync.rig.process import ManagedProcess
+from idsync.rig.pki import Certificate
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,32 @@ class SambaDC:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def use_tls(self, certificate: Certificate) -> SambaDC:
+        """Serve ldaps (636) and StartTLS (389) with `certificate` from the next start on.
+
+        Writes Samba's tls lines into smb.conf, so a provisioned DC needs no re-provisioning; the
+        key is copied next to the configuration with mode 0600, as Samba requires.
+        """
+        if self._process is not None and self._process.running:
+            raise RigError(f"samba {self.realm}: use_tls() must come before start()")
+        self.provision()
+        tls_dir = self.home / "tls"
+        tls_dir.mkdir(exist_ok=True)
+        key = tls_dir / "key.pem"
+        key.write_bytes(certificate.key.read_bytes())
+        key.chmod(0o600)
+        lines = {"tls enabled": "yes", "tls keyfile": str(key), "tls certfile": str(certificate.cert),
+                 "tls cafile": str(certificate.ca)}
+        kept = [line for line in self.conf.read_text().splitlines(keepends=True)
+                if line.strip().split("=")[0].strip() not in lines]
+        text = "".join(kept)
+        marker = "[global]\n"
+        if marker not in text:
+            raise RigError(f"samba {self.realm}: no [global] section in {self.conf}")
+        added = "".join(f"\t{name} = {value}\n" for name, value in lines.items())
+        self.conf.write_text(text.replace(marker, marker + added, 1))
+        return self
 
     def _allow_simple_bind(self) -> None:
         # The provision option does not stick; without it Samba refuses simple binds over plain LDAP.
