@@ -95,19 +95,23 @@ async def test_verified_tls_reads_a_users_changes(
     assert binds, "the reader never bound"
 
 
+async def refusal(reader) -> str:
+    """What the reader's first read is refused with (NeedsAttention: only a person can mend it)."""
+    try:
+        with pytest.raises(NeedsAttention) as refused:
+            await reader.read(None)
+    finally:
+        await reader.close()
+    return str(refused.value)
+
+
 @pytest.mark.parametrize(("mode", "starttls"), [("ad-dirsync", False), ("ad-usn-poll", True)])
 async def test_another_ca_is_refused_before_the_bind(
     tls_dc: TlsDC, directory: Directory, tmp_path: Path, mode: str, starttls: bool, binds: list[str]
 ) -> None:
     stranger = TestCA(tmp_path / "other-ca", name="another CA").create()
     forest = tls_forest(directory, tmp_path, mode=mode, starttls=starttls, ca_file=stranger.cert)
-    reader = (DirSyncReader if mode == "ad-dirsync" else UsnPollReader)(forest)
-    try:
-        with pytest.raises(NeedsAttention) as refused:
-            await reader.read(None)
-    finally:
-        await reader.close()
-    message = str(refused.value)
+    message = await refusal((DirSyncReader if mode == "ad-dirsync" else UsnPollReader)(forest))
     assert "forest tlsforest: certificate not accepted" in message
     assert "certificate verify failed" in message or "unable to get local issuer" in message, message
     assert "the bind was not sent" in message
@@ -124,13 +128,7 @@ async def test_a_certificate_for_another_name_is_refused(
         dc.start()
         binds.clear()  # the rig's own readiness check binds as Administrator
         forest = tls_forest(directory, tmp_path, mode="ad-dirsync", starttls=False, ca_file=tls_dc.ca.cert)
-        reader = DirSyncReader(forest)
-        try:
-            with pytest.raises(NeedsAttention) as refused:
-                await reader.read(None)
-        finally:
-            await reader.close()
-        message = str(refused.value)
+        message = await refusal(DirSyncReader(forest))
         assert "forest tlsforest: certificate not accepted" in message
         assert "mismatch" in message.lower() or "doesn't match" in message or "does not match" in message, message
         assert binds == []
