@@ -7,6 +7,7 @@ connects encrypted and says so in a WARNING. The password is in no log line and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,13 +158,17 @@ def test_a_store_on_127_0_0_1_without_a_tls_key_uses_tls_when_offered(make_store
 
 
 async def test_the_worker_reports_a_refusal_and_tries_again_only_now_and_then(
-        make_store, foreign_server, test_ca, caplog, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_store, foreign_server, test_ca, caplog, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(site_components, "ATTENTION_RETRY_SECONDS", 0.5)
     settings = make_store[0](foreign_server, {"ca_file": str(test_ca.cert)})
     label = f"site:{settings.name}"
     outage = Outage(f"component=site-reader store={settings.name}", up=READER_UP.labels(label),
                     outages=READER_OUTAGES.labels(label))
+    # The gauges are the process's: this reader's must not stay behind, down, for later tests.
+    for gauge in (READER_UP, READER_OUTAGES):
+        request.addfinalizer(functools.partial(gauge.remove, label))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(site_components.open_site_store_when_up(settings, outage), timeout=1.2)
     errors = [r.getMessage() for r in caplog.records
