@@ -2,7 +2,8 @@
 
 Starts its own broker and central slapd (the rig's). Per table store (`streams.state_store`), it
 starts a worker, reads its resident memory once it is ready, publishes N user adds straight into
-a fresh changes topic, waits until every contact exists and reads its resident memory again. It stops the worker (cleanly), publishes one more
+a fresh changes topic, waits until every contact exists and reads its resident memory again. Once
+the worker has consumed everything, it stops it (cleanly), publishes one more
 change, starts the worker again on the same state directory and measures the time from the
 start to that change's contact in the central forest: with RocksDB the tables come back from
 disk and the changelogs' tail, in memory every changelog is read whole again. Measurements
@@ -33,7 +34,10 @@ from pipeline import CENTRAL_SUFFIX, count_contacts, publish, topology_file, use
 
 from idsync.rig import KafkaBroker, SlapdInstance  # noqa: E402
 from idsync.rig.worker import WorkerProcess  # noqa: E402
+from idsync.runtime import contact_writer_group  # noqa: E402
+from streams.config.metaverse import engine_settings  # noqa: E402
 from streams.config.topology import load_topology  # noqa: E402
+from streams.kafka.lag import lag_probe  # noqa: E402
 from streams.kafka.topics import ensure_topics  # noqa: E402
 
 
@@ -50,6 +54,27 @@ def wait_for(central: SlapdInstance, base: str, wanted: int, worker: WorkerProce
         if not worker.running:
             raise RuntimeError(f"worker exited; see {worker.log_path}")
         time.sleep(2)
+
+
+def wait_until_idle(topology, worker: WorkerProcess) -> None:
+    """Until the worker consumed everything (the engine's topics and the contacts): the central
+    forest's read-back of the last contacts lags behind their creation, and a restart would
+    first work through it. Heartbeats land every 30 s, so a lag of a few records counts as idle."""
+
+    async def lagging() -> int:
+        async with lag_probe(topology.kafka) as probe:
+            groups = [(topology.streams.app_id, topic) for topic in engine_settings(topology).topics.consumed()]
+            groups.append((contact_writer_group(topology), topology.kafka.topics.contacts))
+            behind = 0
+            for group, topic in groups:
+                behind += sum((await probe.lag(group, topic)).values())
+            return behind
+
+    while (behind := asyncio.run(lagging())) > 3 * topology.kafka.partitions:
+        if not worker.running:
+            raise RuntimeError(f"worker exited; see {worker.log_path}")
+        print(f"  waiting for the worker to catch up: {behind} records", flush=True)
+        time.sleep(5)
 
 
 def wait_for_contact(central: SlapdInstance, base: str, index: int, worker: WorkerProcess) -> None:
@@ -83,6 +108,7 @@ def run(workdir: Path, broker: KafkaBroker, central: SlapdInstance, store: str, 
         asyncio.run(publish(broker.bootstrap_servers, topology.kafka.topics.changes, users))
         wait_for(central, base, users, worker)
         loaded, memory = time.monotonic() - started, rss_mb(worker.pid)
+        wait_until_idle(topology, worker)
     finally:
         worker.stop()
     asyncio.run(publish_one(broker.bootstrap_servers, topology.kafka.topics.changes, users))
