@@ -175,20 +175,27 @@ def test_an_expired_token_says_so(harness: Harness, unique_name: str) -> None:
         store.close()
 
 
-def test_a_restored_store_is_detected(harness: Harness, unique_name: str) -> None:
+def restored_after(harness: Harness, site: str, *members: str) -> str:
+    """The site with alice, backed up, then `members` added: the token read then. The store is
+    restored from the backup before this returns (reopen it)."""
     store = harness.open()
-    site = f"{unique_name}-legal"
     try:
         store.create_site(site)
         store.add_member(site, "alice")
         harness.backup(site)
-        store.add_member(site, "bob")
-        store.add_member(site, "carol")
+        for member in members:
+            store.add_member(site, member)
         token = store.changes(site, "0").token
-        assert counter(token) == 3
     finally:
         store.close()
     harness.restore()
+    return token
+
+
+def test_a_restored_store_is_detected(harness: Harness, unique_name: str) -> None:
+    site = f"{unique_name}-legal"
+    token = restored_after(harness, site, "bob", "carol")
+    assert counter(token) == 3
     store = harness.open()
     try:
         batch = store.changes(site, token)
@@ -200,17 +207,8 @@ def test_a_restored_store_is_detected(harness: Harness, unique_name: str) -> Non
 def test_a_restored_store_that_went_on_past_the_token_is_detected(harness: Harness, unique_name: str) -> None:
     """After the restore the site was written to again, past the token's counter: that counter
     now names another change, which a bare counter could not tell."""
-    store = harness.open()
     site = f"{unique_name}-restored"
-    try:
-        store.create_site(site)
-        store.add_member(site, "alice")
-        harness.backup(site)
-        store.add_member(site, "bob")
-        token = store.changes(site, "0").token
-    finally:
-        store.close()
-    harness.restore()
+    token = restored_after(harness, site, "bob")
     store = harness.open()
     try:
         store.add_member(site, "mallory")
