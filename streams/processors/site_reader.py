@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streams.config.topology import Topics
-from streams.contracts import PermanentError, RetriableError, SiteChangeBatch, SiteSource
+from streams.contracts import NeedsAttention, PermanentError, RetriableError, SiteChangeBatch, SiteSource
 from streams.kafka.site_positions import SitePositionStore
 from streams.monitoring.backoff import Backoff
 from streams.monitoring.metrics import CHANGES_PUBLISHED, POSITION_SAVED, READER_OUTAGES, READER_UP, STAGE_RECORDS
@@ -168,7 +168,8 @@ class SiteReaderRunner:
             try:
                 synced.append(await self._sync_site(name, full=full))
             except PermanentError as exc:
-                if site is not None:
+                # NeedsAttention is the store refusing the connection (a reconnect in mid-pass), not this site.
+                if site is not None or isinstance(exc, NeedsAttention):
                     raise
                 if name not in self._failing:
                     log.warning("site skipped store=%s site=%s error=%r", self._store, name, str(exc))

@@ -15,7 +15,7 @@ import pytest
 from connectors.sites import SqlSiteStore, open_store
 from connectors.sites.store import token_counter as counter
 from streams.config.topology import Topics
-from streams.contracts import PermanentError, RetriableError
+from streams.contracts import NeedsAttention, PermanentError, RetriableError
 from streams.monitoring.metrics import READER_UP
 from streams.processors import site_reader
 from streams.processors.site_reader import SNAPSHOT_END_KEY, SiteReaderRunner, next_state
@@ -208,6 +208,34 @@ async def test_a_site_that_vanished_is_skipped_and_the_others_sync(store: SqlSit
     assert len([r for r in caplog.records if "site skipped" in r.message]) == 1
     with pytest.raises(PermanentError):
         await reader.sync_once(site="gone")
+
+
+class RefusedInMidPass(Vanishing):
+    """A store whose reconnect is refused (say, its certificate is no longer trusted) between
+    listing its sites and reading their changes, once `refusing`."""
+
+    refusing = False
+
+    def sites(self) -> list[str]:
+        return self.store.sites()
+
+    def changes(self, site: str, token: str | None, limit: int = 1000):
+        if self.refusing:
+            raise NeedsAttention("site store hr-db: certificate not accepted; the password was not sent")
+        return self.store.changes(site, token, limit)
+
+
+async def test_a_store_that_refuses_a_reconnect_in_mid_pass_needs_attention_it_skips_no_site(
+    store: SqlSiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.create_site("hr")
+    source = RefusedInMidPass(store)
+    reader = runner(source, Producer(), Positions())
+    await reader.sync_once()  # the first pass reads every site whole; the next asks for changes
+    source.refusing = True
+    with pytest.raises(NeedsAttention):
+        await reader.sync_once()
+    assert not [r for r in caplog.records if "site skipped" in r.message]
 
 
 async def test_a_site_removed_from_the_store_drops_its_memberships_and_its_state(store: SqlSiteStore) -> None:
