@@ -38,7 +38,7 @@ from connectors.openldap.syncrepl import AccesslogSyncReader  # noqa: E402
 from idsync.rig import SlapdInstance  # noqa: E402
 from idsync.rig.forests import reader_forest  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
-from streams.config.topology import Forest  # noqa: E402
+from streams.config.forests import Forest  # noqa: E402
 
 USERS = 10
 

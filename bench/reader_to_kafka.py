@@ -63,7 +63,8 @@ from idsync.rig.samba import SambaDC, claim_loopback_address  # noqa: E402
 from idsync.kafka_clients import producer_for  # noqa: E402
 from idsync.runtime import make_reader  # noqa: E402
 from idsync.sample_data import ensure_ou  # noqa: E402
-from streams.config.topology import Forest, KafkaSettings, Topics  # noqa: E402
+from streams.config.forests import Forest  # noqa: E402
+from streams.config.topology import KafkaSettings, Topics  # noqa: E402
 from streams.events import DirectoryChange, SnapshotMarker, SnapshotPhase, parse  # noqa: E402
 from streams.kafka.positions import PositionStore  # noqa: E402
 from streams.kafka.topics import ensure_topics  # noqa: E402

@@ -20,7 +20,8 @@ from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.kafka_clients import kafka_watched, producer_for
 from idsync.site_components import run_site_reader, run_site_writer, site_writer_groups
 from idsync.status_page import page as status_page
-from streams.config.topology import Forest, KafkaSettings, Topology
+from streams.config.forests import Forest
+from streams.config.topology import KafkaSettings, Topology
 from streams.contracts import ChangeReader
 from streams.kafka.clients import KafkaAccessError, check_access, client_settings
 from streams.kafka.lag import LagProbe

@@ -38,7 +38,7 @@ from connectors.ad.values import (
     usn_position,
 )
 from connectors.ldap.session import LdapSession
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 

@@ -22,7 +22,7 @@ import logging
 from ldap3.protocol.microsoft import persistent_search_control
 
 from connectors.ldap.persistent import PersistentSearch
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ConnectorError
 from streams.monitoring.backoff import Backoff
 

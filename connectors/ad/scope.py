@@ -29,7 +29,7 @@ from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 from connectors.ad.values import DirSyncEntry, guid_filter, parse_entry, same_dn, to_change
 from connectors.ldap.scope_filter import FilterLookup, FilterMemory
 from connectors.ldap.values import attribute_value, within
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import PermanentError
 from streams.events import ChangeOp, DirectoryChange, ObjectKind
 

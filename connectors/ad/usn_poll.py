@@ -68,7 +68,7 @@ from connectors.ad.values import (
     value_range,
 )
 from connectors.ldap.session import LdapSession
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 

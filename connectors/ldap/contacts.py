@@ -19,7 +19,7 @@ from ldap3.utils.conv import escape_filter_chars
 from connectors.ldap.contact_names import BatchNames
 from connectors.ldap.contact_plan import Entry, Plan, plan_contact, rdn_values, same_container, same_name
 from connectors.ldap.session import LdapSession, sorted_errors
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import Blocked, PermanentError
 from streams.events import ANCHOR_ATTRIBUTE, ContactState
 from streams.rules.dn import DnError, canonical, rdn_and_parent

@@ -48,7 +48,7 @@ from ldap3 import BASE, DEREF_NEVER, SUBTREE
 from connectors.ldap.scope import ForestScope, raw_json
 from connectors.ldap.session import LdapSession
 from connectors.ldap.values import RecordError, position_at, position_minus
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import DirectoryChange
 

@@ -25,7 +25,7 @@ from ldap3.operation.search import search_operation
 
 from connectors.ldap.session import discard, open_connection, sorted_errors
 from connectors.ldap.wire import decode_response, message_length
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 
 log = logging.getLogger(__name__)
 

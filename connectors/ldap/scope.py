@@ -29,7 +29,7 @@ from connectors.ldap.scope_filter import FilterMemory
 from connectors.ldap.session import LdapSession
 from connectors.ldap.values import RecordError, attribute_value, within
 from connectors.openldap.accesslog import decode_record
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import RejectedRecord
 from streams.events import ChangeOp, DirectoryChange, ObjectKind, classify
 

@@ -16,7 +16,7 @@ from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 
 from connectors.ldap.tls import VerifiedTls, refusal, starttls_refused, warn_once
 from connectors.ldap.wire import RawAttributes, decode_response
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.config.security import SecretUnavailable
 from streams.contracts import NeedsAttention, PermanentError, RetriableError
 

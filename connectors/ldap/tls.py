@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from ldap3 import Tls
 
 from streams.config.security import LdapTls
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import NeedsAttention
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from ldap3.utils.conv import escape_filter_chars
 from connectors.ldap.scope import RECORD_ATTRIBUTES, ForestScope
 from connectors.ldap.session import LdapSession
 from connectors.openldap.accesslog import csn_after, csn_lower_bound, snapshot_position
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 
 log = logging.getLogger(__name__)

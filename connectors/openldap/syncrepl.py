@@ -58,7 +58,7 @@ from connectors.openldap.rfc4533 import (
     decode_sync_state,
     sync_request_control,
 )
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import PermanentError, ReadBatch, RejectedRecord, RetriableError
 from streams.events import DirectoryChange
 

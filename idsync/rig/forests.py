@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from streams.config.topology import ChangeCapture, Forest, Secret
+from streams.config.forests import ChangeCapture, Forest
+from streams.config.security import Secret
 
 
 class DirectoryServer(Protocol):

@@ -2,9 +2,9 @@
 win, which objects of a user forest become contacts, and how many deletes pass before the breaker
 holds the rest.
 
-streams/config/topology.py reads the ``metaverse:`` section, the user forests' ``export_*`` keys
-and ``contacts.clash_suffix`` with the parsers here; ``engine_settings`` turns a loaded topology
-into the engine's EngineSettings.
+streams/config/topology.py reads the ``metaverse:`` section, streams/config/forests.py the user
+forests' ``export_*`` keys and streams/config/contacts.py ``contacts.clash_suffix`` with the parsers
+here; ``engine_settings`` turns a loaded topology into the engine's EngineSettings.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The machinery of topology.yaml's validator: a section reads one YAML mapping, records every
 problem with its YAML path and carries on, so the loader reports all of them at once.
 
-streams/config/topology.py and streams/config/metaverse.py read their sections with it.
+streams/config/topology.py, and the modules beside it for forests, contacts, the metaverse, sites
+and security, read their sections with it.
 """
 
 from __future__ import annotations

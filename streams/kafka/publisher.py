@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
+from streams.config.forests import DEFAULT_OBJECT_KINDS
+from streams.config.topology import Topics
 from streams.contracts import ReadBatch, RejectedRecord
 from streams.events import MAX_EVENT_BYTES, DirectoryChange, ObjectKind, ReaderCaughtUp, SnapshotMarker, SnapshotPhase
 from streams.kafka.dead_letters import MAX_DEAD_LETTER_BYTES, DeadLetter

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.config.topology import DEFAULT_OBJECT_KINDS, Topics
+from streams.config.forests import DEFAULT_OBJECT_KINDS
+from streams.config.topology import Topics
 from streams.contracts import ChangeReader, PermanentError, RetriableError
 from streams.events import ObjectKind, ReaderPosition
 from streams.kafka.positions import PositionStore

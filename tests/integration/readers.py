@@ -22,7 +22,8 @@ from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.kafka_clients import producer_for
 from idsync.runtime import make_reader
 from idsync.sample_data import ensure_ou
-from streams.config.topology import Forest, KafkaSettings, Topics
+from streams.config.forests import Forest
+from streams.config.topology import KafkaSettings, Topics
 from streams.contracts import ChangeReader, ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind, SnapshotMarker, SnapshotPhase, decode_change_topic
 from streams.kafka.positions import PositionStore

@@ -22,7 +22,7 @@ from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou
 from streams.config.topology import Topics
 from streams.contracts import Blocked
-from streams.events import ANCHOR_ATTRIBUTE, ContactState
+from streams.events import ContactState
 from streams.metaverse_events import Conflict
 from streams.processors.sink_runner import SinkRunner, open_dn_conflicts
 from streams.rules.dn import escape_value, is_below, same_dn

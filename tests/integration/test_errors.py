@@ -163,7 +163,7 @@ def test_a_replayed_change_lands_on_its_origin_partition_once_unless_asked_again
     assert dict(copy.headers) == {REPLAY_HEADER: f"{topology.kafka.topics.errors}/0:1".encode()}
 
     code, out, _ = idsync(capsys, "errors", "replay", "--stage", "metaverse", "--topology", file)
-    assert out.splitlines()[0].startswith(f"skipped 0:1 (metaverse): replayed already on ")
+    assert out.splitlines()[0].startswith("skipped 0:1 (metaverse): replayed already on ")
     assert f"to {changes}[1]@{offset + 1} (--again sends it once more)" in out.splitlines()[0]
     assert len(asyncio.run(records(topology, changes, 1))) == 2
 

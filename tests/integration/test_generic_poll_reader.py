@@ -14,7 +14,7 @@ from connectors.ldap.generic_poll import MODIFY_TIMESTAMP, GenericPollReader
 from idsync.rig import SlapdInstance
 from idsync.rig.forests import reader_forest
 from idsync.sample_data import ensure_ou
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, DirectoryChange
 from tests.conftest import Directories

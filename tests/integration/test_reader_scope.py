@@ -16,7 +16,7 @@ from connectors.ldap.generic_poll import GenericPollReader
 from connectors.openldap.accesslog_poll import AccesslogPollReader
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig.forests import reader_forest
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ChangeReader
 from streams.events import ChangeOp, DirectoryChange
 from tests.conftest import Directories

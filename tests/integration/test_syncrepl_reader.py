@@ -14,7 +14,7 @@ import pytest
 from connectors.openldap.syncrepl import AccesslogSyncReader
 from idsync.rig import KafkaBroker, SlapdInstance
 from idsync.rig.forests import reader_forest
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ReadBatch, RetriableError
 from streams.events import ChangeOp, ObjectKind
 from tests.conftest import Directories

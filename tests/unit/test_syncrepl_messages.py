@@ -21,7 +21,8 @@ from connectors.openldap.rfc4533 import (
     encode_sync_state,
 )
 from connectors.openldap.syncrepl import AccesslogSyncReader, _cookie, _position, _SyncStream
-from streams.config.topology import ChangeCapture, Forest, Secret
+from streams.config.forests import ChangeCapture, Forest
+from streams.config.security import Secret
 from streams.contracts import RejectedRecord, RetriableError
 from streams.events import ChangeOp, ObjectKind
 

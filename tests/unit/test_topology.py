@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.config.topology import Secret, TopologyError, load_topology, parse_topology
+from streams.config.security import Secret
+from streams.config.topology import TopologyError, load_topology, parse_topology
 from streams.events import ObjectKind
 from streams.rules.templates import Placeholder, Template, TemplateError
 

@@ -19,7 +19,7 @@ from connectors.ad.usn_poll import UsnPollReader
 from idsync.rig.pki import TestCA
 from idsync.rig.samba import SambaDC, claim_loopback_address
 from streams.config.security import LdapTls, TlsFiles
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import NeedsAttention
 from tests.integration.ad.conftest import Directory, admin_password
 from tests.integration.ad.test_dirsync_reader import changes_until, count, forest_of, only

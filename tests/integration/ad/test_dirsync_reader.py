@@ -24,7 +24,7 @@ from connectors.ad.values import escape_rdn_value, same_dn
 from idsync.rig.samba import SambaDC
 from idsync.rig.forests import reader_forest
 from idsync.runtime import make_reader
-from streams.config.topology import Forest
+from streams.config.forests import Forest
 from streams.contracts import ChangeReader, RetriableError
 from streams.events import ChangeOp, DirectoryChange, Modification, ModOp, ObjectKind
 from streams.rules.metaverse import SourceObject, apply_change
