@@ -14,7 +14,7 @@ from ldap3 import NONE, SYNC, Connection, Server
 from ldap3.core import exceptions as ldap_errors
 from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
 
-from connectors.ldap.tls import VerifiedTls, refusal, starttls_refused, warn_once
+from connectors.ldap.tls import VerifiedTls, client_certificate_hint, refusal, starttls_refused, warn_once
 from connectors.ldap.wire import RawAttributes, decode_response
 from streams.config.forests import Forest
 from streams.config.security import SecretUnavailable
@@ -116,10 +116,23 @@ def open_connection(forest: Forest, *, timeout: int) -> Connection:
     try:
         _encrypt(connection, forest, tls)
         connection.bind()
+    except ldap_errors.LDAPCommunicationError as exc:
+        discard(connection)
+        if not tls.attempted:
+            raise
+        raise ldap_errors.LDAPCommunicationError(f"TLS connection closed by the server ({_innermost(exc)}); "
+                                                 f"{client_certificate_hint(forest)}") from exc
     except BaseException:
         discard(connection)
         raise
     return connection
+
+
+def _innermost(exc: BaseException) -> str:
+    """The socket's own words under ldap3's wrapping (which nests them in tuples)."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc)
 
 
 def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
@@ -139,9 +152,13 @@ def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
     except ldap_errors.LDAPException as exc:
         if tls.failure is not None:
             raise refusal(forest, tls.failure, files=tls.files_failed) from None
+        if tls.closed is not None:
+            raise ldap_errors.LDAPSocketOpenError(f"TLS handshake closed by the server: {tls.closed}") from exc
         if isinstance(exc, ldap_errors.LDAPStartTLSError) and not isinstance(exc, OSError):
             raise starttls_refused(forest, str(exc)) from None
         raise
+    if tls.closed is not None:  # ldap3 swallowed the failed handshake and returned False
+        raise ldap_errors.LDAPSocketOpenError(f"TLS handshake closed by the server: {tls.closed}")
     if not started or not connection.tls_started:
         raise starttls_refused(forest, connection.last_error or "TLS was not started")
 

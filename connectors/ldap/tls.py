@@ -57,6 +57,10 @@ class VerifiedTls(Tls):
         self.failure: OSError | None = None
         # The failure was in reading the CA, certificate or key files, not in the handshake.
         self.files_failed = False
+        # A handshake was begun: a connection closed from here on was closed during or after TLS.
+        self.attempted = False
+        # The server closed the connection in the handshake (no alert, no reason given).
+        self.closed: ssl.SSLError | None = None
 
     def wrap_socket(self, connection, do_handshake: bool = False) -> None:
         try:
@@ -65,13 +69,16 @@ class VerifiedTls(Tls):
             if self.failure is None:
                 self.failure, self.files_failed = exc, True
             raise
+        self.attempted = True
         try:
             connection.socket = context.wrap_socket(
                 connection.socket, server_side=False, do_handshake_on_connect=do_handshake,
                 server_hostname=self._hostname,
             )
         except ssl.SSLError as exc:
-            if not isinstance(exc, _TRANSIENT):
+            if isinstance(exc, _TRANSIENT):
+                self.closed = exc
+            else:
                 self.failure = self.failure or exc
             raise
 
@@ -88,6 +95,16 @@ def refusal(forest: Forest, exc: OSError, *, files: bool = False) -> NeedsAttent
         what, reason = "TLS handshake failed", str(exc)
     return NeedsAttention(f"forest {forest.name}: {what} ({forest.encryption} to {forest.url}): {reason}; "
                           "the bind was not sent")
+
+
+def client_certificate_hint(forest: Forest) -> str:
+    """What may be wrong when a server closes TLS connections without a word: a server that demands
+    a client certificate (slapd's `TLSVerifyClient demand`) ends the handshake (TLS 1.2) or the
+    first exchange after it (TLS 1.3) by closing the connection, which looks like an outage.
+    Retried all the same: a server restarting looks alike."""
+    if forest.tls.files.cert_file is None:
+        return "the server may demand a client certificate: tls.cert_file is not set"
+    return f"the server may not accept the client certificate {forest.tls.files.cert_file}"
 
 
 def starttls_refused(forest: Forest, reason: str) -> NeedsAttention:

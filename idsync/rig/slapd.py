@@ -49,14 +49,18 @@ class SlapdInstance:
     """One forest: its files live in workdir/name; stop() then start() keeps its entries.
 
     With `tls` (a certificate of the rig's test CA) it serves StartTLS on its ldap:// port and
-    TLS from the first byte on an ldaps:// port too. `log_level` is slapd's debug level for its
-    log file: "stats" logs every connection and operation (who bound where), "none" only errors.
+    TLS from the first byte on an ldaps:// port too; with `demand_client_certificate` as well, it
+    refuses every TLS client without a certificate of that CA (slapd's `TLSVerifyClient demand`).
+    `log_level` is slapd's debug level for its log file: "stats" logs every connection and operation
+    (who bound where), "none" only errors.
     """
 
     def __init__(
         self, workdir: Path, *, name: str, suffix: str, port: int | None = None, admin_password: str,
-        tls: Certificate | None = None, log_level: str = "none",
+        tls: Certificate | None = None, demand_client_certificate: bool = False, log_level: str = "none",
     ) -> None:
+        if demand_client_certificate and tls is None:
+            raise ValueError("demand_client_certificate needs tls: a server certificate and its CA")
         rdn_type, _, rdn_value = suffix.split(",", 1)[0].partition("=")
         if rdn_type.strip().lower() != "dc" or not rdn_value:
             raise ValueError(f"suffix must start with a dc= component, got {suffix!r}")
@@ -69,6 +73,7 @@ class SlapdInstance:
         self._base_dc = rdn_value.strip()
         self._process: ManagedProcess | None = None
         self.tls = tls
+        self.demand_client_certificate = demand_client_certificate
         self.ldaps_port = free_port() if tls is not None else None
         self._log_level = log_level
 
@@ -204,7 +209,8 @@ class SlapdInstance:
         if self.tls is None:
             return "# no TLS: plain LDAP only"
         return (f"TLSCACertificateFile {self.tls.ca}\nTLSCertificateFile {self.tls.cert}\n"
-                f"TLSCertificateKeyFile {self.tls.key}")
+                f"TLSCertificateKeyFile {self.tls.key}\n"
+                f"TLSVerifyClient {'demand' if self.demand_client_certificate else 'never'}")
 
     def _wait_until_bindable(self, process: ManagedProcess, deadline: float) -> None:
         last_error: Exception | None = None

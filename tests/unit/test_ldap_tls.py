@@ -149,3 +149,13 @@ def test_a_client_certificate_is_loaded_and_a_key_of_another_certificate_is_a_cl
     assert str(ldap_tls.refusal(forest, tls.failure, files=True)).startswith(
         "forest forest-a: TLS files not usable (ldaps to ldaps://127.0.0.1:1): [X509: KEY_VALUES_MISMATCH]"
     )
+
+
+def test_a_connection_closed_in_tls_names_the_client_certificate_as_the_likely_cause(pem: Path):
+    assert ldap_tls.client_certificate_hint(_forest("ldaps://a.example:636")) == (
+        "the server may demand a client certificate: tls.cert_file is not set"
+    )
+    with_certificate = _forest("ldaps://a.example:636", {"cert_file": str(pem)})
+    assert ldap_tls.client_certificate_hint(with_certificate) == (
+        f"the server may not accept the client certificate {pem}"
+    )
