@@ -216,6 +216,8 @@ _REFUSALS = (
     ("unsupported protocol", "no common TLS version"),
     ("alert protocol version", "no common TLS version"),
     ("certificate required", "the server asks for a client certificate"),
+    # pg_hba's clientcert: checked before the password is asked for.
+    ("requires a valid client certificate", "the server asks for a client certificate"),
 )
 
 

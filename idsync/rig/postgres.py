@@ -8,7 +8,10 @@ runuser), and the data directory is a private directory of that user under the s
 
 With `tls` (a certificate of the rig's test CA) the server also speaks TLS (ssl=on, plain
 connections still accepted): its certificate and key are copied into the cluster's home, owned by
-the service user, the key with mode 0600, as postgres demands.
+the service user, the key with mode 0600, as postgres demands. With `demand_client_certificate`
+as well, `user` may only log in over TLS with a client certificate of that CA whose CN is its name
+(pg_hba's `clientcert=verify-full`), before its password is asked for; the superuser the rig
+uses itself is not affected.
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ class PostgresServer:
     """One cluster; `conninfo` reaches its `database` as `user`. stop() removes the cluster."""
 
     def __init__(self, workdir: Path, *, name: str = "postgres", port: int | None = None,
-                 database: str = "idsync", user: str = "idsync", tls: Certificate | None = None) -> None:
+                 database: str = "idsync", user: str = "idsync", tls: Certificate | None = None,
+                 demand_client_certificate: bool = False) -> None:
+        if demand_client_certificate and tls is None:
+            raise ValueError("demand_client_certificate needs tls: a server certificate and its CA")
         self.name = name
         self.workdir = Path(workdir)
         self.port = port if port is not None else free_port()
         self.database = database
         self.user = user
         self.tls = tls
+        self.demand_client_certificate = demand_client_certificate
         self.password = secrets.token_urlsafe(16)
         self._superuser_password = secrets.token_urlsafe(16)
         self._home: Path | None = None
@@ -146,15 +153,19 @@ class PostgresServer:
         if self.tls is None:
             return []
         assert self._home is not None
-        cert, key = self._home / "server.pem", self._home / "server.key"
+        cert, key, ca = self._home / "server.pem", self._home / "server.key", self._home / "ca.pem"
         shutil.copyfile(self.tls.cert, cert)
         shutil.copyfile(self.tls.key, key)
+        shutil.copyfile(self.tls.ca, ca)
         key.chmod(0o600)
         if os.geteuid() == 0:
             account = pwd.getpwnam(_SERVICE_USER)
-            for path in (cert, key):
+            for path in (cert, key, ca):
                 os.chown(path, account.pw_uid, account.pw_gid)
-        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+        options = ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+        if self.demand_client_certificate:
+            options += ["-c", f"ssl_ca_file={ca}"]
+        return options
 
     def _initdb(self) -> None:
         assert self._home is not None
@@ -174,6 +185,11 @@ class PostgresServer:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise RigError(f"initdb failed for postgres {self.name}: {result.stderr.strip() or result.stdout.strip()}")
+        if self.demand_client_certificate:
+            # The first matching line wins: idsync's user over TLS with its certificate, or not at all.
+            hba = self._data_dir / "pg_hba.conf"
+            hba.write_text(f"hostssl all {self.user} 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n"
+                           f"host all {self.user} 127.0.0.1/32 reject\n" + hba.read_text())
 
     def _wait_until_ready(self, deadline: float) -> None:
         assert self._process is not None

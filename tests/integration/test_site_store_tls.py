@@ -57,6 +57,17 @@ def mismatched_server(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA)
                        test_ca.issue("pg-mismatch", hosts=("db.idsync.test",)))
 
 
+@pytest.fixture(scope="module")
+def demanding_server(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[PostgresServer]:
+    """TLS with a certificate of the test CA; idsync's user logs in only with a client certificate."""
+    server = PostgresServer(tmp_path_factory.mktemp("pg-mtls"), name="mtls",
+                            tls=test_ca.issue("pg-mtls", hosts=("127.0.0.1",)), demand_client_certificate=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def make_store(unique_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """Settings of a store of this test's own on `server`, read by the topology's own loader from
@@ -177,3 +188,24 @@ async def test_the_worker_reports_a_refusal_and_tries_again_only_now_and_then(
     assert all(f"store={settings.name}" in e and "certificate not accepted" in e for e in errors)
     assert READER_UP.labels(label)._value.get() == 0
     assert foreign_server.password not in caplog.text
+
+
+def test_a_store_with_the_client_certificate_its_server_demands_connects(make_store, demanding_server,
+                                                                         test_ca) -> None:
+    client = test_ca.issue("pg-client", hosts=(demanding_server.user,))  # verify-full: the CN is the user
+    settings = make_store[0](demanding_server, {"ca_file": str(test_ca.cert), "cert_file": str(client.cert),
+                                                "key_file": str(client.key)})
+    store = _open(make_store, settings)
+    store.create_site("team")
+    assert store.sites() == ["team"] and _tls_of(store)[0] is True
+
+
+def test_a_store_without_the_client_certificate_its_server_demands_needs_attention(
+    make_store, demanding_server, test_ca, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = make_store[0](demanding_server, {"ca_file": str(test_ca.cert)})
+    message = _refusal(make_store, settings)
+    assert message.startswith(f"postgresql site store {settings.name}: the server asks for a client certificate")
+    assert "connection requires a valid client certificate" in message and "the password was not sent" in message
+    assert demanding_server.password not in message + caplog.text

@@ -121,6 +121,8 @@ def test_no_system_ca_bundle_needs_attention(monkeypatch: pytest.MonkeyPatch):
      "certificate not accepted"),
     ('server certificate for "db.example" does not match host name "10.0.0.5"', "certificate not for this host"),
     ("server does not support SSL, but SSL was required", "the server offers no TLS"),
+    ('connection to server at "10.0.0.5", port 5432 failed: FATAL:  connection requires a valid client certificate',
+     "the server asks for a client certificate"),
     ('connection to server at "10.0.0.5", port 5432 failed: Connection refused', None),
     ("server closed the connection unexpectedly", None),
 ])
