@@ -62,21 +62,28 @@ class NotHeld(ValueError):
         self.persons = tuple(persons)
 
 
-def verdict(held: Sequence[DeleteRequest], *, approve: bool, persons: Sequence[str]) -> DeleteVerdict:
-    """The verdict on the named persons' held deletes (none named: every held one).
-    NotHeld names the persons who have no held delete."""
-    named = tuple(dict.fromkeys(persons))
+# Persons per verdict record: thousands of held deletes still make records far below Kafka's 1 MB.
+VERDICT_PERSONS = 1000
+
+
+def verdicts(held: Sequence[DeleteRequest], *, approve: bool, persons: Sequence[str]) -> tuple[DeleteVerdict, ...]:
+    """The verdict on the named persons' held deletes; none named: on every one in `held`, named one
+    by one, so that a delete held after the operator's command read the list (the mass delete still
+    going on) waits for a verdict of its own. NotHeld names the persons who have no held delete."""
+    named = tuple(dict.fromkeys(persons or [request.person for request in held]))
     missing = [person for person in named if person not in {r.person for r in held}]
     if missing:
         raise NotHeld(missing)
-    return DeleteVerdict(approve=approve, persons=named)
+    return tuple(DeleteVerdict(approve=approve, persons=named[i:i + VERDICT_PERSONS])
+                 for i in range(0, len(named), VERDICT_PERSONS))
 
 
-def verdict_summary(decision: DeleteVerdict, held_count: int) -> str:
-    verb = "approved" if decision.approve else "rejected"
-    if not decision.persons:
-        return f"{verb} all {_count(held_count, 'held delete')}"
-    return f"{verb} {_count(len(decision.persons), 'held delete')}: {', '.join(decision.persons)}"
+def verdict_summary(decisions: Sequence[DeleteVerdict], *, every_held: bool) -> str:
+    verb = "approved" if decisions[0].approve else "rejected"
+    persons = [person for decision in decisions for person in decision.persons]
+    if every_held:
+        return f"{verb} all {_count(len(persons), 'held delete')} (a delete held from now on waits for another verdict)"
+    return f"{verb} {_count(len(persons), 'held delete')}: {', '.join(persons)}"
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ def as_json(events: Sequence[Conflict | DeleteRequest]) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --- the commands ---------------------------------------------------------------------------------
@@ -162,7 +169,7 @@ async def _list(topology: Topology, topic: str, select, render, what: str, *, js
 async def decide_held_deletes(
     topology: Topology, *, approve: bool, persons: Sequence[str] = (), read: Read = latest_values
 ) -> int:
-    """Send the verdict on the named persons' held deletes (none named: every held one) once the
+    """Send the verdict on the named persons' held deletes (none named: every one held now) once the
     broker has it on all replicas. A named person with no held delete refuses the whole verdict (2)."""
     kafka = topology.kafka
     try:
@@ -171,24 +178,25 @@ async def decide_held_deletes(
             print(f"no held deletes to {'approve' if approve else 'reject'}")
             return 0
         try:
-            decision = verdict(held, approve=approve, persons=persons)
+            decisions = verdicts(held, approve=approve, persons=persons)
         except NotHeld as exc:
             print(f"nothing sent: no held delete for {', '.join(exc.persons)} "
                   f"(`idsync deletes --held` lists the {_count(len(held), 'held delete')})", file=sys.stderr)
             return 2
-        await send_verdict(topology, decision)
+        await send_verdicts(topology, decisions)
     except KafkaError as exc:
         return _unreachable(topology, exc)
-    print(verdict_summary(decision, len(held)))
+    print(verdict_summary(decisions, every_held=not persons))
     return 0
 
 
-async def send_verdict(topology: Topology, decision: DeleteVerdict) -> None:
+async def send_verdicts(topology: Topology, decisions: Sequence[DeleteVerdict]) -> None:
     producer = AIOKafkaProducer(**client_settings(topology.kafka), acks="all")
     await producer.start()
     try:
         topic = engine_settings(topology).topics.deletes
-        await producer.send_and_wait(topic, decision.to_bytes(), key=VERDICT_KEY, partition=0)
+        for decision in decisions:
+            await producer.send_and_wait(topic, decision.to_bytes(), key=VERDICT_KEY, partition=0)
     finally:
         await producer.stop()
 

@@ -235,8 +235,11 @@ class BreakerStage:
             await self._c.send(self._s.topics.held_deletes, event.person.encode(), event.to_bytes())
             log.warning("delete held by the breaker person=%s dn=%s held=%d", event.person, event.dn, state.held)
             return
-        chosen = [key for key in list(self._c.breaker) if key.startswith(_HELD_PREFIX)
-                  and (not event.persons or key[len(_HELD_PREFIX):].decode() in event.persons)]
+        if event.persons:  # looked up one by one: a verdict names up to a thousand of maybe many more held
+            chosen = [key for key in (_HELD_PREFIX + person.encode() for person in event.persons)
+                      if key in self._c.breaker]
+        else:
+            chosen = [key for key in list(self._c.breaker) if key.startswith(_HELD_PREFIX)]
         for key in chosen:
             request = DeleteRequest.from_bytes(self._c.breaker[key])
             await self._answer(request, approved=event.approve)

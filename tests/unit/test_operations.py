@@ -11,8 +11,8 @@ import pytest
 
 from idsync import cli, operations
 from idsync.operations import (
-    NotHeld, as_json, conflicts_table, held_deletes, held_table, moment, open_conflicts, shorten, table, verdict,
-    verdict_summary,
+    NotHeld, as_json, conflicts_table, held_deletes, held_table, moment, open_conflicts, shorten, table,
+    verdict_summary, verdicts,
 )
 from streams.config.topology import parse_topology
 from streams.metaverse_events import Conflict, DeleteRequest, DeleteVerdict
@@ -110,22 +110,31 @@ def test_json_is_an_array_of_the_events_fields():
 
 # --- verdicts -------------------------------------------------------------------------------------
 
-def test_a_verdict_on_every_held_delete_names_nobody():
+def test_a_verdict_on_every_held_delete_names_each_one_read_so_none_held_later_is_included():
     held = [request("p1"), request("p2")]
-    decision = verdict(held, approve=True, persons=[])
-    assert decision == DeleteVerdict(approve=True, persons=())
-    assert verdict_summary(decision, len(held)) == "approved all 2 held deletes"
+    decisions = verdicts(held, approve=True, persons=[])
+    assert decisions == (DeleteVerdict(approve=True, persons=("p1", "p2")),)
+    assert verdict_summary(decisions, every_held=True) == (
+        "approved all 2 held deletes (a delete held from now on waits for another verdict)")
+
+
+def test_a_verdict_on_many_held_deletes_is_cut_into_records_of_a_thousand():
+    held = [request(f"p{i}") for i in range(2500)]
+    decisions = verdicts(held, approve=False, persons=[])
+    assert [len(d.persons) for d in decisions] == [1000, 1000, 500]
+    assert [p for d in decisions for p in d.persons] == [r.person for r in held]
+    assert verdict_summary(decisions, every_held=True).startswith("rejected all 2,500 held deletes")
 
 
 def test_a_verdict_on_named_persons_names_each_once():
-    decision = verdict([request("p1"), request("p2")], approve=False, persons=["p2", "p1", "p2"])
-    assert decision == DeleteVerdict(approve=False, persons=("p2", "p1"))
-    assert verdict_summary(decision, 2) == "rejected 2 held deletes: p2, p1"
+    decisions = verdicts([request("p1"), request("p2")], approve=False, persons=["p2", "p1", "p2"])
+    assert decisions == (DeleteVerdict(approve=False, persons=("p2", "p1")),)
+    assert verdict_summary(decisions, every_held=False) == "rejected 2 held deletes: p2, p1"
 
 
 def test_a_person_with_no_held_delete_refuses_the_verdict():
     with pytest.raises(NotHeld) as caught:
-        verdict([request("p1")], approve=True, persons=["p1", "p9", "p8"])
+        verdicts([request("p1")], approve=True, persons=["p1", "p9", "p8"])
     assert caught.value.persons == ("p9", "p8")
 
 
@@ -144,10 +153,10 @@ def reading(values: Mapping[str, Mapping[bytes, bytes]]):
 def sent(monkeypatch) -> list[DeleteVerdict]:
     verdicts: list[DeleteVerdict] = []
 
-    async def send(topology, decision):
-        verdicts.append(decision)
+    async def send(topology, decisions):
+        verdicts.extend(decisions)
 
-    monkeypatch.setattr(operations, "send_verdict", send)
+    monkeypatch.setattr(operations, "send_verdicts", send)
     return verdicts
 
 
@@ -164,8 +173,8 @@ async def test_conflicts_command_prints_the_table_or_json(capsys):
 async def test_approve_all_reads_the_held_list_first(capsys, sent):
     read = reading({TOPOLOGY.kafka.topics.held_deletes: {b"p1": request("p1").to_bytes(), b"p2": request("p2").to_bytes()}})
     assert await operations.decide_held_deletes(TOPOLOGY, approve=True, read=read) == 0
-    assert sent == [DeleteVerdict(approve=True, persons=())]
-    assert capsys.readouterr().out == "approved all 2 held deletes\n"
+    assert sent == [DeleteVerdict(approve=True, persons=("p1", "p2"))]
+    assert capsys.readouterr().out.startswith("approved all 2 held deletes (")
 
 
 async def test_nothing_is_sent_when_nothing_is_held(capsys, sent):
