@@ -153,12 +153,12 @@ def _encrypt(connection: Connection, forest: Forest, tls: VerifiedTls) -> None:
         if tls.failure is not None:
             raise refusal(forest, tls.failure, files=tls.files_failed) from None
         if tls.closed is not None:
-            raise ldap_errors.LDAPSocketOpenError(f"TLS handshake closed by the server: {tls.closed}") from exc
+            raise ldap_errors.LDAPSocketOpenError(str(tls.closed)) from exc
         if isinstance(exc, ldap_errors.LDAPStartTLSError) and not isinstance(exc, OSError):
             raise starttls_refused(forest, str(exc)) from None
         raise
     if tls.closed is not None:  # ldap3 swallowed the failed handshake and returned False
-        raise ldap_errors.LDAPSocketOpenError(f"TLS handshake closed by the server: {tls.closed}")
+        raise ldap_errors.LDAPSocketOpenError(str(tls.closed))
     if not started or not connection.tls_started:
         raise starttls_refused(forest, connection.last_error or "TLS was not started")
 

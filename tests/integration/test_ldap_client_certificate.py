@@ -1,7 +1,7 @@
 """A forest whose slapd demands a client certificate (`TLSVerifyClient demand`): with the
-certificate and key in its `tls:` settings it syncs end to end over ldaps://; without them the
-server closes every TLS connection, and idsync reports that forest's outage with the likely cause
-while the other forests go on."""
+certificate and key in its `tls:` settings it syncs end to end, over ldaps:// and over StartTLS;
+without them the server closes every TLS connection, and idsync reports that forest's outage with
+the likely cause while the other forests go on."""
 
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ def gal_with(kafka_broker, secure_directories, demanding_forest, test_ca, unique
     """Start a deployment whose forest A is the demanding slapd, with extra `tls:` settings for it."""
     made: list[GalDeployment] = []
 
-    def start(forest_a_tls: dict[str, object]) -> GalDeployment:
+    def start(encryption: str, forest_a_tls: dict[str, object]) -> GalDeployment:
         directories = secure_directories._asdict() | {"forest_a": demanding_forest}
         settings = verified(secure_directories, test_ca)
-        settings["forest_a"] = {"url": demanding_forest.ldaps_url, "tls": {"ca_file": str(test_ca.cert)} | forest_a_tls}
+        url, starttls = ((demanding_forest.ldaps_url, {}) if encryption == "ldaps"
+                         else (demanding_forest.url, {"starttls": True}))
+        settings["forest_a"] = {"url": url, "tls": {"ca_file": str(test_ca.cert)} | starttls | forest_a_tls}
         gal = deploy(tmp_path, unique_name, kafka_broker, directories, forest_settings=settings)
         made.append(gal)
         return gal
@@ -51,9 +53,13 @@ def gal_with(kafka_broker, secure_directories, demanding_forest, test_ca, unique
         gal.stop_workers()
 
 
-def test_a_forest_with_its_client_certificate_syncs_end_to_end(gal_with, test_ca) -> None:
+ENCRYPTIONS = pytest.mark.parametrize("encryption", ["ldaps", "starttls"])
+
+
+@ENCRYPTIONS
+def test_a_forest_with_its_client_certificate_syncs_end_to_end(gal_with, test_ca, encryption) -> None:
     client = test_ca.issue("idsync-client")
-    gal = gal_with({"cert_file": str(client.cert), "key_file": str(client.key)})
+    gal = gal_with(encryption, {"cert_file": str(client.cert), "key_file": str(client.key)})
     ada = gal.add_user("forest_a", "ada", displayName="Ada", mail="ada@a.test")
     gal.start_worker()
     eventually(lambda: contact(gal, "forest_a", "ada"), timeout=60, what="forest A's contact")
@@ -65,10 +71,11 @@ def test_a_forest_with_its_client_certificate_syncs_end_to_end(gal_with, test_ca
     assert "needs attention" not in log and "Traceback" not in log
 
 
+@ENCRYPTIONS
 def test_a_forest_without_the_client_certificate_its_server_demands_is_an_outage_naming_the_cause(
-    gal_with, demanding_forest
+    gal_with, demanding_forest, encryption
 ) -> None:
-    gal = gal_with({})
+    gal = gal_with(encryption, {})
     gal.add_user("forest_a", "refused", mail="refused@a.test")
     gal.add_user("forest_b", "goes-on", mail="goes-on@b.test")
     gal.start_worker()
