@@ -124,13 +124,21 @@ def test_min_version_1_3_is_what_the_connection_uses(make_store, tls_server, tes
     assert _tls_of(_open(make_store, settings)) == (True, "TLSv1.3")
 
 
-def test_a_certificate_of_another_ca_is_refused_naming_the_store(make_store, foreign_server, test_ca, caplog) -> None:
+def _refused_naming_the_store(make_store, server: PostgresServer, test_ca: TestCA, caplog, what: str,
+                              *details: str) -> None:
+    """A store trusting the test CA is refused by `server` (NeedsAttention): `what`, naming the
+    store, with `details`; the password is in neither the message nor the log."""
     caplog.set_level(logging.DEBUG)
-    settings = make_store[0](foreign_server, {"ca_file": str(test_ca.cert)})
+    settings = make_store[0](server, {"ca_file": str(test_ca.cert)})
     message = _refusal(make_store, settings)
-    assert message.startswith(f"postgresql site store {settings.name}: certificate not accepted")
-    assert "certificate verify failed" in message and "the password was not sent" in message
-    assert foreign_server.password not in message + caplog.text
+    assert message.startswith(f"postgresql site store {settings.name}: {what}")
+    assert all(detail in message for detail in details), message
+    assert server.password not in message + caplog.text
+
+
+def test_a_certificate_of_another_ca_is_refused_naming_the_store(make_store, foreign_server, test_ca, caplog) -> None:
+    _refused_naming_the_store(make_store, foreign_server, test_ca, caplog, "certificate not accepted",
+                              "certificate verify failed", "the password was not sent")
 
 
 def test_without_a_ca_file_the_system_bundle_does_not_trust_the_test_ca(make_store, tls_server) -> None:
@@ -139,12 +147,8 @@ def test_without_a_ca_file_the_system_bundle_does_not_trust_the_test_ca(make_sto
 
 
 def test_a_certificate_for_another_host_is_refused(make_store, mismatched_server, test_ca, caplog) -> None:
-    caplog.set_level(logging.DEBUG)
-    settings = make_store[0](mismatched_server, {"ca_file": str(test_ca.cert)})
-    message = _refusal(make_store, settings)
-    assert message.startswith(f"postgresql site store {settings.name}: certificate not for this host")
-    assert 'does not match host name "127.0.0.1"' in message
-    assert mismatched_server.password not in message + caplog.text
+    _refused_naming_the_store(make_store, mismatched_server, test_ca, caplog, "certificate not for this host",
+                              'does not match host name "127.0.0.1"')
 
 
 def test_a_server_without_tls_is_refused_when_tls_is_configured(make_store, postgres_server, test_ca) -> None:
@@ -203,9 +207,5 @@ def test_a_store_with_the_client_certificate_its_server_demands_connects(make_st
 def test_a_store_without_the_client_certificate_its_server_demands_needs_attention(
     make_store, demanding_server, test_ca, caplog
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    settings = make_store[0](demanding_server, {"ca_file": str(test_ca.cert)})
-    message = _refusal(make_store, settings)
-    assert message.startswith(f"postgresql site store {settings.name}: the server asks for a client certificate")
-    assert "connection requires a valid client certificate" in message and "the password was not sent" in message
-    assert demanding_server.password not in message + caplog.text
+    _refused_naming_the_store(make_store, demanding_server, test_ca, caplog, "the server asks for a client certificate",
+                              "connection requires a valid client certificate", "the password was not sent")
