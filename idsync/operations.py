@@ -70,8 +70,9 @@ def verdicts(held: Sequence[DeleteRequest], *, approve: bool, persons: Sequence[
     """The verdict on the named persons' held deletes; none named: on every one in `held`, named one
     by one, so that a delete held after the operator's command read the list (the mass delete still
     going on) waits for a verdict of its own. NotHeld names the persons who have no held delete."""
+    held_persons = {request.person for request in held}
     named = tuple(dict.fromkeys(persons or [request.person for request in held]))
-    missing = [person for person in named if person not in {r.person for r in held}]
+    missing = [person for person in named if person not in held_persons]
     if missing:
         raise NotHeld(missing)
     return tuple(DeleteVerdict(approve=approve, persons=named[i:i + VERDICT_PERSONS])
