@@ -5,7 +5,8 @@ or every worker would read and publish the same changes. The workers that may ru
 consumer group (one group per reader) on a single-partition topic; Kafka's group coordinator
 assigns that partition to exactly one member, and the member holding it runs the reader. When
 the holder stops, or dies and misses its heartbeats for the session timeout, the group
-rebalances and another member takes the partition, and the reader with it.
+rebalances and another member takes the partition, and the reader with it. A member that joins
+or leaves leaves the lease where it is (streams/kafka/lease_assignor.py).
 
 aiokafka runs the rebalance callbacks before the group re-forms and every member's revocation
 before any member's assignment, so on a clean hand-over the old holder has stopped its reader
@@ -24,8 +25,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from streams.kafka.clients import Brokers, client_settings
+from streams.kafka.lease_assignor import KeepHolderAssignor
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ async def run_while_held(kafka: Brokers, *, topic: str, group: str, lease: str, 
     consumer = AIOKafkaConsumer(
         **client_settings(kafka), group_id=group, enable_auto_commit=False,
         session_timeout_ms=session_ms, heartbeat_interval_ms=max(session_ms // 5, 100),
+        # Round robin, aiokafka's default, only while a worker of an older idsync is in the group
+        # (a rolling upgrade): Kafka picks a strategy that every member offers.
+        partition_assignment_strategy=(KeepHolderAssignor(), RoundRobinPartitionAssignor),
     )
     consumer.subscribe([topic], listener=holder)
     await consumer.start()
